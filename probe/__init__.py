@@ -1,0 +1,1 @@
+"""leash probe: sample, verify and measure checkpoints (empirical support, pass@k, entropies)."""
