@@ -1,0 +1,174 @@
+"""The training recipe: TRL's `GRPOConfig` plus what leash adds (base model, task, probes, ProRL, LoRA).
+
+Every default lives here; recipes under configs/train/ only set values. `validate` runs right
+after parsing, before any model is loaded, and raises `ConfigError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig
+
+from probe.cli import ConfigError, parse
+
+# "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Losses that normalise by the tokens actually kept, so a group masked out of the loss is truly dropped
+# (grpo/dr_grpo/sapo/luspo average over rows or a fixed length, so masked rows would dilute the rest).
+TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo")
+
+
+@dataclass
+class LeashGRPOConfig(GRPOConfig):
+    """GRPOConfig + leash's fields; TRL's options (loss_type, epsilon, beta, ...) pass through."""
+
+    model_name_or_path: str = field(
+        default="",
+        metadata={"help": "Base model: a local model dir (e.g. runs/base/countdown_tiny) or a Hub id."},
+    )
+    train_task: dict | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "The training problems: keys of probe.tasks.TaskConfig (task, num_problems, seed, ...), "
+            "missing keys take TaskConfig's defaults; a JSON object on the command line."
+        },
+    )
+    probe_recipe: str = field(
+        default="",
+        metadata={"help": "Probe recipe YAML (TaskConfig + ProbeConfig) for in-training probes; empty: none."},
+    )
+    probe_steps: int = field(
+        default=0,
+        metadata={"help": "Probe (and checkpoint) every this many optimizer steps; 0: no periodic probe."},
+    )
+    probe_n: int | None = field(
+        default=None,
+        metadata={"help": "Samples per problem for in-training probes; None: the probe recipe's n."},
+    )
+    probe_at_start: bool = field(
+        default=True,
+        metadata={"help": "Probe the base model at step 0 (the reference for probe/vs_base/* rates)."},
+    )
+    probe_at_end: bool = field(
+        default=True,
+        metadata={"help": "Probe the final model when the last step is not already a probe step."},
+    )
+    ref_reset_steps: int = field(
+        default=0,
+        metadata={"help": "ProRL hard reference reset: copy the policy into the reference every N steps; 0 off."},
+    )
+    reset_optimizer_on_ref_reset: bool = field(
+        default=True,
+        metadata={"help": "Also clear the optimizer state (moments, step counts) at each reference reset."},
+    )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={"help": "Drop groups whose rewards are all equal (no policy gradient) from the loss."},
+    )
+    dynamic_sampling_max_tries: int = field(
+        default=0,
+        metadata={"help": "Extra generation rounds per step refilling dropped groups; 0: drop only."},
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Module names that get LoRA adapters."},
+    )
+    wandb_project: str = field(default="leash", metadata={"help": "W&B project (report_to: wandb)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.train_task is None:
+            self.train_task = {}
+        if isinstance(self.train_task, str):  # from the command line
+            try:
+                self.train_task = json.loads(self.train_task)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"train_task: not a JSON object: {self.train_task!r} ({error})") from None
+            if not isinstance(self.train_task, dict):
+                raise ConfigError(f"train_task: expected a JSON object, got {self.train_task!r}")
+
+
+def load_probe_recipe(path: str):
+    """(TaskConfig, ProbeConfig) from a probe recipe YAML."""
+    from probe.run import ProbeConfig
+    from probe.tasks import TaskConfig
+
+    if not Path(path).is_file():
+        raise ConfigError(f"probe_recipe: no such file {path!r}")
+    return parse((TaskConfig, ProbeConfig), ["--config", path])
+
+
+def train_task_config(config: LeashGRPOConfig):
+    """probe.tasks.TaskConfig from `train_task`; an unknown key is named."""
+    from probe.tasks import TaskConfig
+
+    known = set(TaskConfig.__dataclass_fields__)
+    unknown = sorted(set(config.train_task) - known)
+    if unknown:
+        raise ConfigError(f"train_task: unknown key(s) {unknown}; known: {sorted(known)}")
+    return TaskConfig(**config.train_task)
+
+
+def check_base_model(name_or_path: str) -> None:
+    if not name_or_path:
+        raise ConfigError("model_name_or_path: not set (a base model dir or a Hub id)")
+    if os.path.isdir(name_or_path):
+        if not (Path(name_or_path) / "config.json").is_file():
+            raise ConfigError(f"model_name_or_path: {name_or_path} holds no config.json (not a model dir)")
+        return
+    first = name_or_path.split("/")[0]
+    if _HUB_ID.match(name_or_path) and not os.path.exists(first):
+        return  # a Hub id: from_pretrained will fetch (or fail with its own message)
+    raise ConfigError(
+        f"model_name_or_path: base model dir {name_or_path} does not exist "
+        "(build the embedded one with `python -m train.base --config configs/base/countdown_tiny.yaml "
+        f"--output_dir {name_or_path}`)"
+    )
+
+
+def validate(config: LeashGRPOConfig) -> None:
+    """Refuse a recipe that cannot work, before any model is loaded (overlap is checked in train.data)."""
+    check_base_model(config.model_name_or_path)
+    train_task_config(config)
+    if config.ref_reset_steps < 0 or config.probe_steps < 0 or config.dynamic_sampling_max_tries < 0:
+        raise ConfigError("ref_reset_steps, probe_steps and dynamic_sampling_max_tries must be >= 0")
+    if config.ref_reset_steps and config.beta == 0.0:
+        raise ConfigError(
+            f"ref_reset_steps={config.ref_reset_steps} while beta=0: without a KL penalty there is no "
+            "reference model to reset (set beta > 0 or ref_reset_steps: 0)"
+        )
+    if config.ref_reset_steps and config.use_peft:
+        raise ConfigError(
+            "ref_reset_steps with use_peft: a LoRA run's reference is the base with the adapter disabled; "
+            "a reset would have to merge the adapter into the base weights, after which a checkpoint is no "
+            "longer 'adapter + named base'. Refused: train all weights, or set ref_reset_steps: 0"
+        )
+    if config.sync_ref_model and config.ref_reset_steps:
+        raise ConfigError("sync_ref_model and ref_reset_steps both move the reference: choose one")
+    if config.dynamic_sampling and config.loss_type not in TOKEN_NORMALISED_LOSSES:
+        raise ConfigError(
+            f"dynamic_sampling with loss_type={config.loss_type!r}: that loss averages over rows, so masked "
+            f"groups would still dilute it; use one of {TOKEN_NORMALISED_LOSSES}"
+        )
+    if config.dynamic_sampling_max_tries and not config.dynamic_sampling:
+        raise ConfigError("dynamic_sampling_max_tries set while dynamic_sampling is false")
+    if config.generation_batch_size % config.num_generations != 0:  # TRL checks this too; named here
+        raise ConfigError(
+            f"generation_batch_size ({config.generation_batch_size}) is not divisible by "
+            f"num_generations ({config.num_generations})"
+        )
+    if config.probe_steps and not config.probe_recipe:
+        raise ConfigError("probe_steps set but probe_recipe is empty")
+    if config.probe_recipe:
+        load_probe_recipe(config.probe_recipe)
+    if config.probe_n is not None and config.probe_n < 1:
+        raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")
