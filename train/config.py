@@ -40,7 +40,7 @@ class LeashGRPOConfig(GRPOConfig):
     )
     probe_recipe: str = field(
         default="",
-        metadata={"help": "Probe recipe YAML (TaskConfig + ProbeConfig) for in-training probes; empty: none."},
+        metadata={"help": "Probe recipe YAML (TaskConfig + ProbeConfig) for in-run probes; empty: off."},
     )
     probe_steps: int = field(
         default=0,
@@ -60,7 +60,7 @@ class LeashGRPOConfig(GRPOConfig):
     )
     ref_reset_steps: int = field(
         default=0,
-        metadata={"help": "ProRL hard reference reset: copy the policy into the reference every N steps; 0 off."},
+        metadata={"help": "ProRL hard reset: copy the policy into the reference every N steps; 0: off."},
     )
     reset_optimizer_on_ref_reset: bool = field(
         default=True,
