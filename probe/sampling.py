@@ -1,0 +1,246 @@
+"""Batched sampling with per-token entropy: transformers (CPU/GPU), and vLLM when installed.
+
+HF backend, per problem:
+- the prompt is run once (prefill, batch 1); its KV cache and last-position logits are shared
+  by every sample of that problem: each chunk of up to `batch_size` samples starts from a copy of
+  that cache repeated over the chunk's rows, so no prompt token is recomputed per sample;
+- all rows of a chunk share one prompt, so there is no padding and no attention mask; a row that
+  emits EOS leaves the batch (its cache rows are dropped), the chunk ends when no row is left or
+  after `max_new_tokens` tokens;
+- token entropy `H_t = -sum_v p_t(v) log p_t(v)` with `p_t = softmax(logits_t / T)` comes from the
+  logits of this very pass, in float32, before top-p truncation (no second forward pass);
+- randomness comes from one `torch.Generator` per problem, seeded from (seed, problem_id) by
+  `problem_seed`, so a problem's samples do not depend on which process draws it or in what order.
+  They do depend on `batch_size` (the chunking decides how the generator's draws are laid out).
+
+Per sample: the generated ids (EOS included when emitted), the text (decoded without EOS/special
+tokens), `length` = number of generated tokens, EOS included (each was sampled, so it counts in
+the entropy mean too), `token_entropy` = mean of H_t over those tokens, `finished` = EOS emitted.
+
+vLLM backend (`VLLMSampler`): see its docstring for exactly what its entropy is.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class SampleChunk:
+    """Up to `batch_size` finished samples of one prompt."""
+
+    token_ids: list[list[int]]  # generated ids per sample, EOS included when emitted
+    texts: list[str]  # decoded completions, EOS and special tokens removed
+    lengths: np.ndarray  # (samples,) int64, generated tokens incl. EOS
+    token_entropy: np.ndarray  # (samples,) float64, mean H_t over the sample's tokens, nats
+    finished: np.ndarray  # (samples,) bool, EOS emitted within max_new_tokens
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """A 63-bit seed for one problem, independent of problem order, process and resume."""
+    digest = hashlib.sha256(f"{seed}\x00{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, H) of softmax(logits / T): probs (rows, vocab) float32, H (rows,) nats."""
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (rows, vocab)
+    probs = log_probs.exp()
+    # xlogy-style: where p == 0 (underflow), p * log p contributes exactly 0.
+    entropy = -(probs * log_probs.clamp_min(torch.finfo(log_probs.dtype).min)).sum(-1)  # (rows,)
+    return probs, entropy
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose mass reaches top_p (rows, vocab)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (rows, vocab)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # the top token always stays
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def eos_token_ids(tokenizer, model=None) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS plus the model's generation_config EOS."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    generation_config = getattr(model, "generation_config", None)
+    extra = getattr(generation_config, "eos_token_id", None)
+    if extra is not None:
+        ids.update(int(i) for i in (extra if isinstance(extra, (list, tuple)) else [extra]))
+    return sorted(ids)
+
+
+def forward_with_cache(model, input_ids: torch.Tensor, cache, **kwargs) -> tuple[object, torch.Tensor]:
+    """One forward step with a KV cache: (cache, last-position logits (rows, vocab)).
+
+    transformers 5.24 names the cache argument `cache` (earlier 5.x: `past_key_values`).
+    """
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    if cache is None:
+        cache = DynamicCache()
+    out = model(input_ids=input_ids, use_cache=True, **{name: cache}, **kwargs)
+    returned = out["cache"] if "cache" in out else out["past_key_values"]
+    return returned, out.logits[:, -1]
+
+
+class HFSampler:
+    """Samples `n` completions of one prompt in chunks, sharing the prompt's KV cache."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        batch_size: int,
+    ):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p = temperature, top_p
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.device = next(model.parameters()).device
+        self.eos = torch.tensor(eos_token_ids(tokenizer, model), device=self.device, dtype=torch.long)
+
+    @torch.inference_mode()
+    def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]:
+        """Yield chunks of finished samples, `n` in all, in a fixed order for a given seed."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        prompt = torch.tensor([list(prompt_ids)], device=self.device, dtype=torch.long)  # (1, prompt)
+        prompt_cache, prompt_logits = forward_with_cache(self.model, prompt, None, logits_to_keep=1)
+        for start in range(0, n, self.batch_size):
+            rows = min(self.batch_size, n - start)
+            cache = copy.deepcopy(prompt_cache)
+            cache.batch_repeat_interleave(rows)
+            yield self._decode(cache, prompt_logits.expand(rows, -1), generator)
+
+    def _decode(self, cache, logits: torch.Tensor, generator: torch.Generator) -> SampleChunk:
+        rows, device = logits.shape[0], self.device
+        tokens = torch.full((rows, self.max_new_tokens), -1, dtype=torch.long, device=device)
+        entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        active = torch.arange(rows, device=device)  # chunk rows still generating
+        for step in range(self.max_new_tokens):
+            probs, entropy = entropy_from_logits(logits, self.temperature)  # (active, vocab), (active,)
+            next_tokens = torch.multinomial(top_p_filter(probs, self.top_p), 1, generator=generator)[:, 0]
+            tokens[active, step] = next_tokens
+            entropy_sum[active] += entropy.double()
+            lengths[active] += 1
+            done = torch.isin(next_tokens, self.eos)  # (active,)
+            finished[active[done]] = True
+            if done.all() or step == self.max_new_tokens - 1:
+                break
+            if done.any():
+                keep = (~done).nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                active, next_tokens = active[keep], next_tokens[keep]
+            cache, logits = forward_with_cache(self.model, next_tokens[:, None], cache)
+        return self._chunk(tokens, lengths, entropy_sum, finished)
+
+    def _chunk(self, tokens, lengths, entropy_sum, finished) -> SampleChunk:
+        lengths_np = lengths.cpu().numpy().astype(np.int64)
+        finished_np = finished.cpu().numpy()
+        token_ids = [row[:length].tolist() for row, length in zip(tokens.cpu(), lengths_np, strict=True)]
+        text_ids = [ids[:-1] if done else ids for ids, done in zip(token_ids, finished_np, strict=True)]
+        texts = self.tokenizer.batch_decode(text_ids, skip_special_tokens=True)
+        mean_entropy = (entropy_sum.cpu().numpy() / np.maximum(lengths_np, 1)).astype(np.float64)
+        return SampleChunk(token_ids, texts, lengths_np, mean_entropy, finished_np)
+
+
+class VLLMSampler:
+    """vLLM backend: one request per problem with `n` samples (vLLM batches requests itself).
+
+    Entropy: vLLM returns, per generated position, only the top-`num_logprobs` log-probabilities
+    (at most its `max_logprobs`, 20 by default), not the full distribution. With
+    `logprobs_mode="processed_logprobs"` (set by `make_vllm_engine`) they are taken after
+    temperature scaling (and after top-p when top_p < 1). The figure reported here is a *truncated
+    estimate*: the entropy of those top-K probabilities renormalised to sum to 1, which is below the
+    full-vocabulary entropy by the tail it leaves out (and, for top_p < 1, follows the truncated
+    distribution, unlike the HF backend). `summary.json` labels it via `entropy_source`.
+    This backend needs a CUDA GPU and vllm; it was not run in this project's CPU-only tests.
+    """
+
+    entropy_source = "vllm_top_logprobs_renormalised"
+
+    def __init__(self, llm, tokenizer, *, temperature, top_p, max_new_tokens, batch_size, num_logprobs=20):
+        from vllm import SamplingParams  # noqa: F401  (import check: fail here, not mid-run)
+
+        self.llm, self.tokenizer = llm, tokenizer
+        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        self.batch_size, self.num_logprobs = batch_size, num_logprobs
+
+    def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_new_tokens,
+            seed=seed % (2**31),
+            logprobs=self.num_logprobs,
+        )
+        (request,) = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(prompt_ids))], params, use_tqdm=False
+        )
+        outputs = list(request.outputs)
+        for start in range(0, n, self.batch_size):
+            yield self._chunk(outputs[start : start + self.batch_size])
+
+    def _chunk(self, outputs) -> SampleChunk:
+        token_ids, texts, lengths, entropies, finished = [], [], [], [], []
+        for output in outputs:
+            token_ids.append(list(output.token_ids))
+            texts.append(output.text)
+            lengths.append(len(output.token_ids))
+            finished.append(output.finish_reason == "stop")
+            per_token = [
+                truncated_entropy([lp.logprob for lp in pos.values()]) for pos in output.logprobs or []
+            ]
+            entropies.append(float(np.mean(per_token)) if per_token else 0.0)
+        return SampleChunk(
+            token_ids, texts, np.array(lengths, np.int64), np.array(entropies, np.float64), np.array(finished)
+        )
+
+
+def truncated_entropy(logprobs: Sequence[float]) -> float:
+    """Entropy (nats) of a few log-probabilities renormalised to sum to 1."""
+    values = np.asarray(logprobs, dtype=np.float64)  # (top_k,)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    log_q = values - np.logaddexp.reduce(values)
+    return float(-(np.exp(log_q) * log_q).sum())
+
+
+def make_vllm_engine(
+    model_path: str, *, seed: int, gpu_memory_utilization: float = 0.9, max_logprobs: int = 20
+):
+    """A vllm.LLM whose returned logprobs are post-temperature (see VLLMSampler)."""
+    try:
+        from vllm import LLM
+    except ImportError as error:
+        raise ImportError("backend 'vllm' needs the vllm package: pip install 'leash[vllm]'") from error
+    return LLM(
+        model=model_path,
+        seed=seed,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_logprobs=max_logprobs,
+        logprobs_mode="processed_logprobs",
+    )

@@ -1,0 +1,161 @@
+"""probe.sampling: entropy from the sampling pass, seeding, the shared prompt cache, stopping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tiny_lm import char_tokenizer, random_model
+
+from probe.sampling import (
+    HFSampler,
+    entropy_from_logits,
+    problem_seed,
+    top_p_filter,
+    truncated_entropy,
+)
+
+PROMPT = "3 5 7 2=24:"
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tokenizer = char_tokenizer()
+    return random_model(tokenizer), tokenizer
+
+
+def _sampler(lm, **overrides):
+    model, tokenizer = lm
+    settings = dict(temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=16) | overrides
+    return HFSampler(model, tokenizer, **settings)
+
+
+def _prompt_ids(tokenizer):
+    return tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+
+
+def _draw(sampler, ids, n, seed):
+    return list(sampler.sample(ids, n, seed))
+
+
+# --- pure pieces, by hand
+
+
+def test_entropy_of_uniform_logits_is_log_vocab():
+    _, entropy = entropy_from_logits(torch.zeros(2, 4), temperature=0.7)
+    np.testing.assert_allclose(entropy.numpy(), [math.log(4)] * 2, rtol=1e-6)
+
+
+def test_entropy_uses_the_sampling_temperature():
+    # logits (0, ln 3) at T = 1: p = (1/4, 3/4); at T = 2: p ∝ (1, sqrt 3)
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    _, h1 = entropy_from_logits(logits, 1.0)
+    _, h2 = entropy_from_logits(logits, 2.0)
+    p = 1 / (1 + math.sqrt(3))
+    np.testing.assert_allclose(h1.item(), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rtol=1e-6)
+    np.testing.assert_allclose(h2.item(), -(p * math.log(p) + (1 - p) * math.log(1 - p)), rtol=1e-6)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]], dtype=torch.float64)
+    # sorted 0.5, 0.3, 0.15, 0.05: mass before each = 0, 0.5, 0.8, 0.95
+    assert top_p_filter(probs, 0.7).tolist() == [[0.0, 0.5, 0.0, 0.3]]
+    assert top_p_filter(probs, 0.8).tolist() == [[0.0, 0.5, 0.0, 0.3]]
+    assert top_p_filter(probs, 0.81).tolist() == [[0.15, 0.5, 0.0, 0.3]]
+    assert top_p_filter(probs, 0.01).tolist() == [[0.0, 0.5, 0.0, 0.0]]
+    assert top_p_filter(probs, 1.0) is probs
+
+
+def test_truncated_entropy_renormalises_the_given_logprobs():
+    assert truncated_entropy([math.log(0.25), math.log(0.25)]) == pytest.approx(math.log(2), rel=1e-12)
+    assert truncated_entropy([0.0, -math.inf]) == 0.0
+
+
+def test_problem_seed_is_stable_and_distinct():
+    assert problem_seed(0, "countdown/1_2_3_4/10") == problem_seed(0, "countdown/1_2_3_4/10")
+    seeds = {problem_seed(s, p) for s in (0, 1) for p in ("a", "b", "c")}
+    assert len(seeds) == 6 and all(0 <= s < 2**63 for s in seeds)
+
+
+# --- the sampler
+
+
+def test_token_entropy_equals_teacher_forced_recomputation(lm):
+    model, tokenizer = lm
+    ids = _prompt_ids(tokenizer)
+    for temperature in (1.0, 0.6):
+        chunks = _draw(_sampler(lm, temperature=temperature, top_p=0.9), ids, 24, seed=3)
+        for chunk in chunks:
+            for generated, mean_entropy in zip(chunk.token_ids, chunk.token_entropy, strict=True):
+                full = torch.tensor([ids + generated])
+                with torch.no_grad():
+                    logits = model(input_ids=full).logits[0, len(ids) - 1 : -1]  # (generated, vocab)
+                _, entropy = entropy_from_logits(logits, temperature)
+                assert abs(entropy.double().mean().item() - mean_entropy) < 1e-4
+
+
+def test_same_seed_gives_the_same_samples_and_another_seed_others(lm):
+    ids = _prompt_ids(lm[1])
+    sampler = _sampler(lm)
+    a, b, c = (_draw(sampler, ids, 40, seed) for seed in (7, 7, 8))
+    texts = [[t for chunk in run for t in chunk.texts] for run in (a, b, c)]
+    assert texts[0] == texts[1] and texts[0] != texts[2]
+    np.testing.assert_array_equal(
+        np.concatenate([x.token_entropy for x in a]), np.concatenate([x.token_entropy for x in b])
+    )
+
+
+def test_chunks_hold_n_samples_in_batch_size_pieces(lm):
+    chunks = _draw(_sampler(lm, batch_size=16), _prompt_ids(lm[1]), 40, seed=0)
+    assert [len(chunk.texts) for chunk in chunks] == [16, 16, 8]
+
+
+def _reference_loop(model, tokenizer, ids, n, seed, temperature, top_p, max_new_tokens, batch_size):
+    """No cache at all: every step recomputes the whole sequence of every still-running row."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for start in range(0, n, batch_size):
+        rows = [list(ids) for _ in range(min(batch_size, n - start))]
+        active = list(range(len(rows)))
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([rows[i] for i in active])).logits[:, -1]
+            probs, _ = entropy_from_logits(logits, temperature)
+            drawn = torch.multinomial(top_p_filter(probs, top_p), 1, generator=generator)[:, 0].tolist()
+            for row, token in zip(active, drawn, strict=True):
+                rows[row].append(token)
+            active = [
+                row for row, token in zip(active, drawn, strict=True) if token != tokenizer.eos_token_id
+            ]
+            if not active:
+                break
+        samples += [row[len(ids) :] for row in rows]
+    return samples
+
+
+def test_shared_prompt_cache_is_bit_identical_to_a_loop_without_cache(lm):
+    """Same generator, same draws: the shared-KV sampler gives exactly the reference's tokens."""
+    model, tokenizer = lm
+    ids = _prompt_ids(tokenizer)
+    settings = dict(temperature=0.8, top_p=0.95, max_new_tokens=10, batch_size=12)
+    chunks = _draw(_sampler(lm, **settings), ids, 30, seed=11)
+    ours = [generated for chunk in chunks for generated in chunk.token_ids]
+    assert ours == _reference_loop(model, tokenizer, ids, 30, 11, **settings)
+
+
+def test_samples_stop_at_eos_or_max_new_tokens(lm):
+    _, tokenizer = lm
+    chunks = _draw(_sampler(lm, max_new_tokens=12, batch_size=64), _prompt_ids(tokenizer), 64, seed=5)
+    (chunk,) = chunks
+    eos = tokenizer.eos_token_id
+    assert chunk.finished.any() and not chunk.finished.all(), "fixture should give both kinds"
+    for generated, length, done, text in zip(
+        chunk.token_ids, chunk.lengths, chunk.finished, chunk.texts, strict=True
+    ):
+        assert len(generated) == length <= 12
+        assert (generated[-1] == eos) == bool(done)
+        assert eos not in generated[:-1]
+        assert done or length == 12
+        assert text == tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
