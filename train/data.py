@@ -1,0 +1,50 @@
+"""Training data: task problems -> a `datasets.Dataset` of {"prompt", "problem_id", "fields"}.
+
+TRL hands every column but "prompt" to the reward functions as keyword lists, so the verifier
+inputs travel with each prompt (`fields` as a JSON string: Arrow needs one type per column).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from datasets import Dataset
+
+from probe.cli import ConfigError
+
+
+def problems_dataset(problems: Sequence) -> Dataset:
+    """One row per problem: prompt (str), problem_id (str), fields (str, JSON)."""
+    if not problems:
+        raise ConfigError("train_task: the task produced no training problems")
+    return Dataset.from_dict(
+        {
+            "prompt": [p.prompt for p in problems],
+            "problem_id": [p.problem_id for p in problems],
+            "fields": [json.dumps(p.fields, sort_keys=True) for p in problems],
+        }
+    )
+
+
+def overlap_keys(problem) -> set:
+    """Keys under which two problems count as the same: the id, and for countdown the
+    order-free (numbers, target) key, so a reshuffled countdown problem still counts as seen."""
+    keys: set = {("id", problem.problem_id)}
+    fields = problem.fields
+    if "numbers" in fields and "target" in fields:
+        from probe.tasks import countdown_key
+
+        keys.add(("countdown", countdown_key(fields["numbers"], fields["target"])))
+    return keys
+
+
+def check_no_overlap(train_problems: Sequence, probe_problems: Sequence) -> None:
+    """Refuse probe problems that are also training prompts: a probe must measure held-out problems."""
+    seen = set().union(*(overlap_keys(p) for p in train_problems)) if train_problems else set()
+    shared = [p.problem_id for p in probe_problems if overlap_keys(p) & seen]
+    if shared:
+        raise ConfigError(
+            f"probe problems overlap training prompts: {len(shared)} of {len(probe_problems)} "
+            f"(e.g. {shared[:3]}); give train_task and the probe recipe different seeds or ranges"
+        )
