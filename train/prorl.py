@@ -120,7 +120,9 @@ class LeashGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # why: dynamic sampling needs the gathered per-function rewards, which TRL does not return.
-        self._last_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list
+        )
         return self._last_rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -132,13 +134,17 @@ class LeashGRPOTrainer(GRPOTrainer):
 
     def _informative_rows(self) -> torch.Tensor:
         """(global rows,) bool for the batch scored last: False for rows of uniform-reward groups."""
-        rewards = weighted_rewards(self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device))
+        rewards = weighted_rewards(
+            self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device)
+        )
         return ~uniform_groups(rewards, self.num_generations).repeat_interleave(self.num_generations)
 
     def _refill_inputs(self, round_index: int, local_size: int) -> list[dict]:
         """Fresh prompts for a refill round: the same draw on every rank (seeded by step and round)."""
         rng = np.random.default_rng([self.args.seed, self.state.global_step, round_index])
-        groups = rng.integers(len(self.train_dataset), size=self.args.generation_batch_size // self.num_generations)
+        groups = rng.integers(
+            len(self.train_dataset), size=self.args.generation_batch_size // self.num_generations
+        )
         rows = [self.train_dataset[int(i)] for i in groups for _ in range(self.num_generations)]
         start = self.accelerator.process_index * local_size
         return rows[start : start + local_size]
@@ -213,4 +219,6 @@ class ReferenceResetCallback(TrainerCallback):
         if state.global_step < args.ref_reset_steps or not state.is_world_process_zero:
             return  # the reference is still the base model, which resume reloads from model_name_or_path
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        save_model(self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(checkpoint / REFERENCE_FILE))
+        save_model(
+            self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(checkpoint / REFERENCE_FILE)
+        )
