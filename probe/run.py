@@ -1,0 +1,482 @@
+"""`python -m probe run`: sample, verify and measure one checkpoint, resumably.
+
+Per problem: `n` samples from the sampler (probe.sampling), verification once per distinct
+(problem, extracted answer) through `task.judge_many`, the samples streamed to a gzip shard and
+only the answer histogram kept in memory, then one record line (probe.store). Under
+`accelerate launch` problem i goes to process i % num_processes; rank 0 merges everything into
+problems.parquet and summary.json. A completion that hit `max_new_tokens` without EOS counts as
+the answer "NA" (unfinished), without being verified.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from probe import metrics
+from probe.cli import ConfigError
+from probe.sampling import HFSampler, SampleChunk, VLLMSampler, make_vllm_engine, problem_seed
+from probe.store import ProbeStore
+
+logger = logging.getLogger(__name__)
+NA = "NA"
+BACKENDS = ("hf", "vllm")
+
+
+class ProbeError(RuntimeError):
+    """The probe cannot run as asked (bad model, tokenizer, problems); nothing was written."""
+
+
+@dataclass
+class ProbeConfig:
+    """How each problem is sampled and measured."""
+
+    n: int = field(default=64, metadata={"help": "Samples per problem (the budget; pass@k up to k = n)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 = off."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest completion, EOS included."})
+    batch_size: int = field(
+        default=256, metadata={"help": "Samples decoded together (one problem's n in chunks of this)."}
+    )
+    sampling_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the samples; each problem draws from (sampling_seed, problem_id)."},
+    )
+    zeta: float = field(default=0.05, metadata={"help": "Miss probability behind eps = -ln(zeta)/n."})
+    ks: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Extra k values for pass@k besides 1, 2, 4, ..., n (each <= n)."},
+    )
+    backend: str = field(default="hf", metadata={"help": "hf (transformers, CPU/GPU) | vllm (GPU)."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto | float32 | bfloat16 | float16."})
+    device: str = field(
+        default="auto", metadata={"help": "auto (this process's accelerator, else CPU) | cpu | cuda."}
+    )
+    vllm_num_logprobs: int = field(
+        default=20, metadata={"help": "vllm: top logprobs per token behind its truncated entropy estimate."}
+    )
+    vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: GPU memory fraction."})
+
+
+@dataclass
+class RunArguments:
+    """What to probe and where the results go (not part of the probe's identity, except model)."""
+
+    model: str = field(default="", metadata={"help": "Checkpoint directory (full model or PEFT adapter)."})
+    output_dir: str = field(
+        default="", metadata={"help": "Probe directory to write (resumed if it holds this run)."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace a probe dir that holds another config."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def check_probe_config(config: ProbeConfig) -> None:
+    """ConfigError naming the first impossible setting."""
+    checks = [
+        (config.n >= 1, f"ProbeConfig.n must be >= 1, got {config.n}"),
+        (config.temperature > 0, f"ProbeConfig.temperature must be > 0, got {config.temperature}"),
+        (0 < config.top_p <= 1, f"ProbeConfig.top_p must be in (0, 1], got {config.top_p}"),
+        (config.max_new_tokens >= 1, f"ProbeConfig.max_new_tokens must be >= 1, got {config.max_new_tokens}"),
+        (config.batch_size >= 1, f"ProbeConfig.batch_size must be >= 1, got {config.batch_size}"),
+        (0 < config.zeta < 1, f"ProbeConfig.zeta must be in (0, 1), got {config.zeta}"),
+        (config.backend in BACKENDS, f"ProbeConfig.backend: {config.backend!r} is not one of {BACKENDS}"),
+    ]
+    for k in config.ks:
+        checks.append((1 <= k <= config.n, f"ProbeConfig.ks: k = {k} is outside 1..n (n = {config.n})"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def pass_ks(config: ProbeConfig) -> list[int]:
+    return sorted(set(metrics.k_ladder(config.n)) | set(config.ks))
+
+
+# --- one problem
+
+
+def encode_prompt(tokenizer, prompt: str, prompt_format: str) -> list[int]:
+    """Prompt token ids: chat format through the tokenizer's chat template, compact as raw text.
+
+    No special tokens are added to compact prompts (TRL tokenizes training prompts the same way).
+    """
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+class ProblemTally:
+    """The answer histogram and running sums of one problem; memory grows with distinct answers."""
+
+    def __init__(self):
+        self.histogram: dict[str, list] = {}  # answer -> [count, correct]
+        self.verdicts: dict[str | None, object] = {}  # extracted answer -> Verdict
+        self.samples = self.unfinished = self.verification_calls = 0
+        self.entropy_sum = self.length_sum = 0.0
+
+    def judge(self, task, problem, chunk: SampleChunk) -> list:
+        """Verdicts for a chunk: one judge_many call for the answers not verified before."""
+        extracted = [
+            task.extract(text) if done else None
+            for text, done in zip(chunk.texts, chunk.finished, strict=True)
+        ]
+        new: dict[str | None, str] = {}
+        for answer, text, done in zip(extracted, chunk.texts, chunk.finished, strict=True):
+            if done and answer not in self.verdicts and answer not in new:
+                new[answer] = text
+        if new:
+            judged = task.judge_many(problem, list(new.values()))
+            self.verdicts.update(zip(new, judged, strict=True))
+            self.verification_calls += 1
+        return [self.verdicts[a] if done else None for a, done in zip(extracted, chunk.finished, strict=True)]
+
+    def add(self, chunk: SampleChunk, verdicts: list) -> list[dict]:
+        rows = []
+        for i, verdict in enumerate(verdicts):
+            answer, correct = (verdict.answer, bool(verdict.correct)) if verdict is not None else (NA, False)
+            entry = self.histogram.setdefault(answer, [0, correct])
+            entry[0] += 1
+            done = bool(chunk.finished[i])
+            self.unfinished += not done
+            rows.append(
+                {
+                    "completion": chunk.texts[i],
+                    "length": int(chunk.lengths[i]),
+                    "token_entropy": float(chunk.token_entropy[i]),
+                    "finished": done,
+                    "answer": answer,
+                    "correct": correct,
+                }
+            )
+        self.samples += len(verdicts)
+        self.entropy_sum += float(np.sum(chunk.token_entropy))
+        self.length_sum += float(np.sum(chunk.lengths))
+        return rows
+
+    def record(self, problem, index: int, seconds: float) -> dict:
+        answers = sorted(self.histogram.items(), key=lambda item: (-item[1][0], item[0]))
+        return {
+            "problem_index": index,
+            "problem_id": problem.problem_id,
+            "prompt": problem.prompt,
+            "fields": problem.fields,
+            "n": self.samples,
+            "c": int(sum(count for count, correct in self.histogram.values() if correct)),
+            "answers": [{"answer": a, "count": count, "correct": correct} for a, (count, correct) in answers],
+            "token_entropy": self.entropy_sum / self.samples,
+            "mean_length": self.length_sum / self.samples,
+            "unfinished": self.unfinished,
+            "verification_calls": self.verification_calls,
+            "verified_answers": len(self.verdicts),
+            "seconds": seconds,
+        }
+
+
+def probe_problem(sampler, task, problem, index: int, prompt_ids, config: ProbeConfig, store) -> dict:
+    """Sample, verify and store one problem; returns its record (not yet appended)."""
+    start = time.perf_counter()
+    tally = ProblemTally()
+    shard = store.shard(index)
+    try:
+        for chunk in sampler.sample(
+            prompt_ids, config.n, problem_seed(config.sampling_seed, problem.problem_id)
+        ):
+            verdicts = tally.judge(task, problem, chunk)
+            if any(v is not None and v.correct is None for v in verdicts):
+                shard.discard()
+                logger.warning("problem %s: gold answer unparseable, skipped", problem.problem_id)
+                return {
+                    "problem_index": index,
+                    "problem_id": problem.problem_id,
+                    "skipped": "gold unparseable",
+                }
+            shard.write(tally.add(chunk, verdicts))
+        shard.commit()
+    except BaseException:
+        shard.discard()
+        raise
+    return tally.record(problem, index, time.perf_counter() - start)
+
+
+# --- the whole probe set
+
+
+def probe_model(
+    model,
+    tokenizer,
+    task,
+    problems: Sequence,
+    config: ProbeConfig,
+    output_dir,
+    *,
+    model_name: str = "",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Probe `model` on `problems`, write the probe dir, return summary.json's content.
+
+    `model` is an in-memory transformers model (or a vllm.LLM with backend "vllm"). Every process
+    under accelerate calls this; each draws its share, rank 0 merges, all return the summary.
+    """
+    from accelerate import PartialState
+
+    check_probe_config(config)
+    ids = [p.problem_id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ProbeError(
+            f"problem ids repeat in the probe set: {sorted({i for i in ids if ids.count(i) > 1})[:5]}"
+        )
+    state = PartialState()
+    store = ProbeStore(output_dir, state.process_index)
+    identity = run_identity(task, config, model_name)
+    store.check_config(identity, overwrite)
+    if state.is_main_process:
+        store.start(identity, overwrite)
+    state.wait_for_everyone()
+
+    # --- sample this process's unfinished problems
+    done = store.finished()
+    mine = [i for i in range(len(problems)) if i % state.num_processes == state.process_index]
+    todo = [i for i in mine if problems[i].problem_id not in done]
+    sampler = make_sampler(model, tokenizer, config)
+    prompt_format = getattr(getattr(task, "config", None), "prompt_format", "compact")
+    store.open_records()
+    bar = _progress(len(mine), len(mine) - len(todo), state.process_index, progress)
+    for i in todo:
+        prompt_ids = encode_prompt(tokenizer, problems[i].prompt, prompt_format)
+        record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
+        store.append_record(record)
+        bar.update(1)
+    bar.close()
+
+    # --- merge (rank 0); the others wait for its summary
+    if not state.is_main_process:
+        return _wait_for(lambda: store.summary(), "rank 0's summary.json")
+    records = _wait_for(lambda: _all_records(store, problems), "every process's records")
+    summary = summarize_run(records, task, config, identity, sampler)
+    rows = [r for r in records if "skipped" not in r]
+    c = np.array([r["c"] for r in rows], np.int64)
+    store.write_problems(rows, {f"pass@{k}": metrics.pass_at_k(config.n, c, k) for k in pass_ks(config)})
+    store.write_summary(summary)
+    return summary
+
+
+def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
+    """What config.json holds: a rerun with anything different is another run."""
+    task_config = getattr(task, "config", None)
+    return {
+        "task": asdict(task_config) if task_config is not None else {"task": getattr(task, "name", "")},
+        "probe": asdict(config),
+        "model": model_name,
+    }
+
+
+def make_sampler(model, tokenizer, config: ProbeConfig):
+    settings = dict(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+    )
+    if config.backend == "vllm":
+        return VLLMSampler(model, tokenizer, num_logprobs=config.vllm_num_logprobs, **settings)
+    return HFSampler(model, tokenizer, **settings)
+
+
+def _all_records(store, problems) -> list[dict] | None:
+    finished = store.finished()
+    if any(p.problem_id not in finished for p in problems):
+        return None
+    return [finished[p.problem_id] for p in problems]
+
+
+def _wait_for(read, what: str, poll_seconds: float = 0.5):
+    """Poll (no collective: processes may finish far apart) until `read()` gives a value."""
+    waited = 0.0
+    while (value := read()) is None:
+        if waited and waited % 60 < poll_seconds:
+            logger.info("waiting for %s (%.0f s)", what, waited)
+        time.sleep(poll_seconds)
+        waited += poll_seconds
+    return value
+
+
+def _progress(total: int, initial: int, rank: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"probe [rank {rank}]",
+        unit="problem",
+        position=rank,
+        disable=not enabled,
+    )
+
+
+def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict, sampler) -> dict:
+    rows = [r for r in records if "skipped" not in r]
+    if not rows:
+        raise ProbeError("every problem was skipped (gold answers unparseable): nothing to measure")
+    model_metrics = metrics.summarize(rows, zeta=config.zeta)
+    c = np.array([r["c"] for r in rows], np.int64)
+    for k in config.ks:
+        model_metrics[f"pass@{k}"] = float(np.mean(metrics.pass_at_k(config.n, c, k)))
+    samples = sum(r["n"] for r in rows)
+    seconds = sum(r["seconds"] for r in rows)
+    calls = sum(r["verification_calls"] for r in rows)
+    return {
+        "metrics": model_metrics,
+        "n": config.n,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "task": identity["task"].get("task", ""),
+        "model": identity["model"],
+        "seed": config.sampling_seed,
+        "num_problems": len(rows),
+        "skipped_problems": len(records) - len(rows),
+        "unfinished_samples": int(sum(r["unfinished"] for r in rows)),
+        # summed over problems (and processes): time spent sampling, verifying and storing
+        "seconds": seconds,
+        "samples_per_second": samples / seconds if seconds > 0 else None,
+        "verification_calls": calls,
+        "verified_answers": int(sum(r["verified_answers"] for r in rows)),
+        "samples_per_verification_call": samples / calls if calls else None,
+        "entropy_source": getattr(sampler, "entropy_source", "full_softmax_at_temperature_before_top_p"),
+        "config": identity,
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    names = ("leash", "torch", "transformers", "accelerate", "trl", "vllm", "math-verify", "reasoning-gym")
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return versions
+
+
+def format_table(summary: dict) -> str:
+    """The readable end-of-run table."""
+    lines = [
+        f"probe of {summary['model'] or '<in-memory model>'} on {summary['task']}: "
+        f"{summary['num_problems']} problems x n = {summary['n']} (T = {summary['temperature']}, "
+        f"top_p = {summary['top_p']}), {summary['samples_per_second'] or 0:.0f} samples/s"
+    ]
+    width = max(len(key) for key in summary["metrics"])
+    for key, value in summary["metrics"].items():
+        shown = "undefined" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+        lines.append(f"  {key:<{width}}  {shown}")
+    if summary.get("skipped_problems"):
+        lines.append(f"  ({summary['skipped_problems']} problems skipped: gold answer unparseable)")
+    return "\n".join(lines)
+
+
+# --- command
+
+
+def load_model(path: str, config: ProbeConfig):
+    """(model, tokenizer) from a checkpoint dir; ProbeError says what is wrong with it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(path)
+    if not path or not directory.is_dir():
+        raise ProbeError(f"--model: {path!r} is not a directory")
+    if (directory / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(config.dtype)).merge_and_unload()
+    else:
+        try:
+            AutoConfig.from_pretrained(path)  # a dir without a model config fails here, clearly
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(config.dtype))
+        except (OSError, ValueError, KeyError) as error:
+            raise ProbeError(f"--model {path}: not a causal LM checkpoint ({error})") from None
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ProbeError(f"--model {path}: the tokenizer has neither a pad nor an EOS token")
+        logger.warning("tokenizer of %s has no pad token: using its EOS token %r", path, tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    device = config.device
+    if device == "auto":
+        from accelerate import PartialState
+
+        device = PartialState().device if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
+
+
+def _dtype(name: str):
+    import torch
+
+    choices = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in choices:
+        raise ConfigError(f"ProbeConfig.dtype: {name!r} is not one of {sorted(choices)}")
+    return choices[name]
+
+
+def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict:
+    """`python -m probe run --config RECIPE --model DIR --output_dir OUT [--overrides]`."""
+    from probe.tasks import make_task
+
+    # --- config
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_probe_config(probe_config)
+    if not run_args.output_dir:
+        raise ConfigError("RunArguments.output_dir: required (--output_dir OUT)")
+    # --- task
+    task = make_task(task_config)
+    problems = task.problems()
+    # --- output dir (refused before anything is loaded or written)
+    identity = run_identity(task, probe_config, str(Path(run_args.model).resolve()) if run_args.model else "")
+    ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
+    # --- model
+    if probe_config.backend == "vllm":
+        from transformers import AutoTokenizer
+
+        model = make_vllm_engine(
+            run_args.model,
+            seed=probe_config.sampling_seed,
+            gpu_memory_utilization=probe_config.vllm_gpu_memory_utilization,
+            max_logprobs=probe_config.vllm_num_logprobs,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(run_args.model)
+    else:
+        model, tokenizer = load_model(run_args.model, probe_config)
+    # --- probe
+    try:
+        summary = probe_model(
+            model,
+            tokenizer,
+            task,
+            problems,
+            probe_config,
+            run_args.output_dir,
+            model_name=identity["model"],
+            overwrite=run_args.overwrite,
+            progress=run_args.progress,
+        )
+    finally:
+        task.close()
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(format_table(summary))
+        print(f"wrote {run_args.output_dir}")
+    return summary
