@@ -38,6 +38,13 @@ class LeashGRPOConfig(GRPOConfig):
             "missing keys take TaskConfig's defaults; a JSON object on the command line."
         },
     )
+    holdout_probe_problems: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop training problems that share an id / countdown key with the probe set (count "
+            "logged); false: any such overlap refuses the recipe."
+        },
+    )
     probe_recipe: str = field(
         default="",
         metadata={"help": "Probe recipe YAML (TaskConfig + ProbeConfig) for in-run probes; empty: off."},

@@ -39,6 +39,12 @@ def overlap_keys(problem) -> set:
     return keys
 
 
+def without_probe_problems(train_problems: Sequence, probe_problems: Sequence) -> list:
+    """The training problems that share no overlap key with any probe problem."""
+    probe_keys = set().union(*(overlap_keys(p) for p in probe_problems)) if probe_problems else set()
+    return [p for p in train_problems if not overlap_keys(p) & probe_keys]
+
+
 def check_no_overlap(train_problems: Sequence, probe_problems: Sequence) -> None:
     """Refuse probe problems that are also training prompts: a probe must measure held-out problems."""
     seen = set().union(*(overlap_keys(p) for p in train_problems)) if train_problems else set()
@@ -46,5 +52,6 @@ def check_no_overlap(train_problems: Sequence, probe_problems: Sequence) -> None
     if shared:
         raise ConfigError(
             f"probe problems overlap training prompts: {len(shared)} of {len(probe_problems)} "
-            f"(e.g. {shared[:3]}); give train_task and the probe recipe different seeds or ranges"
+            f"(e.g. {shared[:3]}); give train_task and the probe recipe disjoint ranges, "
+            "or set holdout_probe_problems: true"
         )

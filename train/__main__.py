@@ -1,0 +1,6 @@
+"""`accelerate launch -m train --config RECIPE.yaml [overrides]`: parse, then train.grpo.main."""
+
+from train.grpo import cli
+
+if __name__ == "__main__":
+    cli()

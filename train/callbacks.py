@@ -1,0 +1,223 @@
+"""Callbacks on the trainer's step axis: periodic probes, the NaN guard, and W&B (offline by default).
+
+Values reach every `report_to` target through the trainer's own log row at that step
+(`LeashGRPOTrainer.pending_logs`), so probe metrics share `train/global_step` with the training
+metrics; the step-0 probe is logged at step 0 before the first training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+from transformers.integrations import WandbCallback
+from transformers.integrations.integration_utils import rewrite_logs
+
+from probe.compare import load_probe
+from probe.metrics import summarize, versus_reference
+
+logger = logging.getLogger(__name__)
+
+OWN_NAMESPACES = ("probe/", "prorl/")  # kept as they are in W&B (HF would prefix "train/")
+RUN_ID_FILE = "wandb_run_id"
+
+
+def probe_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "probes" / f"step-{step:06d}"
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Probing draws random numbers; training (and a resumed run) must not notice."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+
+
+def probe_metrics(directory: Path, base_directory: Path | None) -> dict[str, float]:
+    """`probe/<key>` for every model-level metric and `probe/vs_base/<key>` against the base probe.
+
+    Undefined rates (None) are left out: no logger takes a null.
+    """
+    probe = load_probe(directory)
+    metrics = {f"probe/{k}": float(v) for k, v in summarize(probe.records, probe.zeta).items()}
+    if base_directory is not None:
+        base = load_probe(base_directory)
+        versus = versus_reference(base.records, probe.records)
+        metrics.update({f"probe/vs_base/{k}": float(v) for k, v in versus.items() if v is not None})
+    return metrics
+
+
+class ProbeCallback(TrainerCallback):
+    """Probe at step 0 (the base) and every `probe_steps` (plus the last step); checkpoint at each."""
+
+    def __init__(self, trainer, task, problems, probe_config, base_model: str):
+        self.trainer, self.task, self.problems, self.config = trainer, task, problems, probe_config
+        self.base_model = base_model
+        self.run_dir = Path(trainer.args.output_dir)
+
+    def is_probe_step(self, args, state) -> bool:
+        periodic = args.probe_steps > 0 and state.global_step % args.probe_steps == 0
+        return periodic or (args.probe_at_end and state.global_step == state.max_steps)
+
+    def probe(self, step: int, model, model_name: str) -> dict[str, float]:
+        from probe.run import probe_model
+
+        accelerator = self.trainer.accelerator
+        start = time.perf_counter()
+        out = probe_dir(self.run_dir, step)
+        accelerator.wait_for_everyone()  # every rank must agree on whether the dir is finished
+        if not (out / "summary.json").is_file():  # a finished dir (resumed run) is read, not redone
+            was_training = model.training
+            model.eval()
+            with preserved_rng(), torch.no_grad():
+                probe_model(
+                    model,
+                    self.trainer.processing_class,
+                    self.task,
+                    self.problems,
+                    self.config,
+                    out,
+                    model_name=model_name,
+                    progress=False,
+                )
+            model.train(was_training)
+        accelerator.wait_for_everyone()
+        base = probe_dir(self.run_dir, 0)
+        metrics = probe_metrics(out, base if (base / "summary.json").is_file() else None)
+        if accelerator.is_main_process:
+            self.refresh_plots()
+        metrics["probe/seconds"] = time.perf_counter() - start
+        return metrics
+
+    def refresh_plots(self) -> None:
+        from probe.plots import plot_run
+
+        try:
+            plot_run(self.run_dir, self.run_dir / "plots")
+        except Exception as error:  # figures are a convenience: never stop a training run for one
+            logger.warning("plots not refreshed: %s", error)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.probe_at_start or (probe_dir(self.run_dir, 0) / "summary.json").is_file():
+            return  # probed before this (resumed) run started: W&B and disk already hold it
+        if state.global_step == 0:
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        else:  # resumed, but the base probe never finished: probe the base weights themselves
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(self.base_model).to(self.trainer.accelerator.device)
+        self.trainer.pending_logs.update(self.probe(0, model, self.base_model))
+        self.trainer.log({})  # the trainer has no row at step 0 of its own
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.is_probe_step(args, state) or self.trainer.stop_reason:
+            return
+        control.should_save = True  # the probed weights are kept as RUN/checkpoint-<step>
+        control.should_log = True
+        name = f"{self.run_dir}/checkpoint-{state.global_step}"
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        self.trainer.pending_logs.update(self.probe(state.global_step, model, name))
+
+
+class NaNGuardCallback(TrainerCallback):
+    """Stop at the first step whose loss or mean reward is not finite; that step is not saved."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # `_tr_loss` sums the losses since the last log row; TRL appends one mean reward per generation.
+        loss = float(self.trainer._tr_loss)
+        rewards = self.trainer._metrics["train"].get("reward", [])
+        bad = "loss" if not math.isfinite(loss) else "reward" if rewards and math.isnan(rewards[-1]) else None
+        if bad is None:
+            return
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        self.trainer.stop_reason = (
+            f"non-finite {bad} at step {state.global_step}: run stopped, nothing saved from this step; "
+            f"last good checkpoint: {last or 'none (the base model)'}"
+        )
+        control.should_training_stop = True
+        control.should_save = False
+
+
+class LeashWandbCallback(WandbCallback):
+    """HF's W&B callback with leash's namespaces left as they are, and the run's figures at the end."""
+
+    SUMMARY_ONLY = (
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "train_loss",
+        "total_flos",
+    )
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        # why: HF prefixes every key with "train/"; the metric spec names the W&B keys probe/..., prorl/...
+        if self._wandb is None:
+            return
+        if not self._initialized:
+            self.setup(args, state, model)
+        if not state.is_world_process_zero:
+            return
+        for key in set(self.SUMMARY_ONLY) & set(logs):
+            self._wandb.run.summary[key] = logs[key]
+        ours = {k: v for k, v in logs.items() if k.startswith(OWN_NAMESPACES)}
+        rest = {k: v for k, v in logs.items() if k not in ours and k not in self.SUMMARY_ONLY}
+        self._wandb.log({**rewrite_logs(rest), **ours, "train/global_step": state.global_step})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        super().on_train_end(args, state, control, **kwargs)
+        if self._wandb is None or not self._initialized or not state.is_world_process_zero:
+            return
+        figures = sorted((Path(args.output_dir) / "plots").glob("*.png"))
+        if figures:
+            images = {f"plots/{path.stem}": self._wandb.Image(str(path)) for path in figures}
+            self._wandb.log({**images, "train/global_step": state.global_step})
+        self._wandb.finish()
+
+
+def use_leash_wandb_callback(trainer) -> None:
+    """Swap HF's W&B callback (present when report_to holds wandb) for LeashWandbCallback, in place."""
+    callbacks = trainer.callback_handler.callbacks
+    for index, callback in enumerate(callbacks):
+        if type(callback) is WandbCallback:
+            callbacks[index] = LeashWandbCallback()
+
+
+def prepare_wandb_env(run_dir: Path, project: str) -> None:
+    """W&B with no key and no network: offline files under RUN; the run id kept in RUN so a resumed
+    run continues the same W&B run. Values already in the environment win."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file = run_dir / RUN_ID_FILE
+    if not id_file.is_file():
+        id_file.write_text(uuid.uuid4().hex[:8] + "\n")
+    os.environ.setdefault("WANDB_DIR", str(run_dir.resolve()))
+    os.environ.setdefault("WANDB_PROJECT", project)
+    os.environ.setdefault("WANDB_RUN_ID", id_file.read_text().strip())
+    os.environ.setdefault("WANDB_RESUME", "allow")
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
+        os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def _netrc_has_wandb() -> bool:
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False

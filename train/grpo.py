@@ -1,0 +1,171 @@
+"""`accelerate launch -m train --config configs/train/countdown_tiny.yaml [--output_dir RUN] [--beta ...]`
+
+RLVR with TRL's GRPOTrainer on a task's problems, probing its own checkpoints on the step axis.
+Restarting the same command resumes from the latest RUN/checkpoint-*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import transformers
+from accelerate import PartialState
+from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from probe.cli import ConfigError, parse
+from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
+from train.config import LeashGRPOConfig, load_probe_recipe, train_task_config, validate
+from train.data import check_no_overlap, problems_dataset, without_probe_problems
+from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
+
+logger = logging.getLogger("train")
+
+
+def guarded_reward(reward_function: Callable, name: str) -> Callable:
+    """A TRL reward function that never raises: a completion whose reward raises gets None (TRL skips
+    it), and the count is logged as `rewards/<name>/errors` (per generation batch)."""
+
+    def reward(prompts, completions, **kwargs):
+        log_metric = kwargs.get("log_metric")
+        try:
+            rewards = reward_function(prompts=prompts, completions=completions, **kwargs)
+            errors = 0
+        except Exception:  # retry one completion at a time to find the ones that raise
+            rewards, errors = [], 0
+            for i in range(len(prompts)):
+                row = {
+                    k: v[i : i + 1] if isinstance(v, list) and len(v) == len(prompts) else v
+                    for k, v in kwargs.items()
+                }
+                try:
+                    rewards.extend(
+                        reward_function(prompts=prompts[i : i + 1], completions=completions[i : i + 1], **row)
+                    )
+                except Exception as error:
+                    errors += 1
+                    logger.warning(
+                        "reward %s raised on completion %r: %r -> None", name, completions[i], error
+                    )
+                    rewards.append(None)
+        if log_metric is not None:
+            log_metric(f"rewards/{name}/errors", float(errors))
+        return rewards
+
+    reward.__name__ = name
+    return reward
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
+    """Train; returns the trainer (None when a resumed run had nothing left to do)."""
+    from probe.tasks import make_task
+    from train.rewards import make_reward_function
+
+    # --- config (every refusal happens here, before a model is loaded)
+    validate(config)
+    train_task = make_task(train_task_config(config))
+    probe_task = probe_config = None
+    if config.probe_recipe:
+        probe_task_config, probe_config = load_probe_recipe(config.probe_recipe)
+        if config.probe_n is not None:
+            probe_config = dataclasses.replace(probe_config, n=config.probe_n)
+        probe_task = make_task(probe_task_config)
+    run_dir = Path(config.output_dir)
+
+    # --- seed, logging
+    set_seed(config.seed)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(config.get_process_log_level())
+    if PartialState().is_main_process:
+        prepare_wandb_env(run_dir, config.wandb_project)
+    PartialState().wait_for_everyone()
+    prepare_wandb_env(run_dir, config.wandb_project)
+
+    # --- data
+    train_problems = train_task.problems()
+    probe_problems = probe_task.problems() if probe_task is not None else []
+    if config.holdout_probe_problems:
+        kept = without_probe_problems(train_problems, probe_problems)
+        logger.info(
+            "held out %d training problems shared with the probe set", len(train_problems) - len(kept)
+        )
+        train_problems = kept
+    check_no_overlap(train_problems, probe_problems)
+    dataset = problems_dataset(train_problems)
+
+    # --- model (TRL loads it from model_name_or_path with model_init_kwargs; also the reference)
+    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    peft_config = None
+    if config.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+        )
+
+    # --- rewards
+    correctness = make_reward_function(train_task)
+    reward = guarded_reward(correctness, name=correctness.__name__)
+
+    # --- trainer + callbacks
+    trainer = LeashGRPOTrainer(
+        model=config.model_name_or_path,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    use_leash_wandb_callback(trainer)
+    trainer.add_callback(NaNGuardCallback(trainer))
+    if config.ref_reset_steps:
+        trainer.add_callback(ReferenceResetCallback(trainer))
+    if probe_task is not None:
+        trainer.add_callback(
+            ProbeCallback(trainer, probe_task, probe_problems, probe_config, config.model_name_or_path)
+        )
+
+    # --- train, resuming from the latest checkpoint of this run
+    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    start = checkpoint_step(last)
+    if last is not None and 0 < config.max_steps <= start:
+        logger.warning(
+            "%s is at step %d of max_steps %d: nothing left to do", run_dir, start, config.max_steps
+        )
+        return None
+    if last is not None:
+        logger.info("resuming %s from %s (step %d)", run_dir, last, start)
+    trainer.train(resume_from_checkpoint=last)
+    if trainer.stop_reason:
+        raise SystemExit(f"train: {trainer.stop_reason}")
+    if trainer.state.global_step == start:
+        logger.warning("%s: no training step was left to run (step %d)", run_dir, start)
+
+    # --- save: a plain HF model dir (LoRA: the adapter, naming its base in adapter_config.json)
+    trainer.save_model(str(run_dir))
+    logger.info("done: %d steps, model saved to %s", trainer.state.global_step, run_dir)
+    return trainer
+
+
+def cli(args: Sequence[str] | None = None) -> None:
+    try:
+        (config,) = parse((LeashGRPOConfig,), args)
+        main(config)
+    except ConfigError as error:
+        print(f"train: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
