@@ -471,27 +471,18 @@ class MathTask(_IsolatedTask):
         return problems
 
     def _load_rows(self) -> list[dict]:
-        import datasets
-
         config = self.config
+        source = config.data_path or config.dataset_name
         try:
             if config.data_path:
-                kind = {"jsonl": "json", "json": "json", "parquet": "parquet"}.get(
-                    config.data_path.rsplit(".", 1)[-1]
-                )
-                if kind is None:
-                    raise ConfigError(
-                        f"TaskConfig.data_path: {config.data_path!r} is not .jsonl/.json/.parquet"
-                    )
-                data = datasets.load_dataset(kind, data_files=config.data_path, split="train")
-            else:
-                data = datasets.load_dataset(
-                    config.dataset_name, config.dataset_config, split=config.dataset_split
-                )
-        except (FileNotFoundError, ValueError, OSError) as error:
-            source = config.data_path or config.dataset_name
+                return _read_local_rows(config.data_path)
+            import datasets
+
+            return list(
+                datasets.load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
+            )
+        except (OSError, ValueError) as error:  # missing file/data set, bad JSON/parquet, offline hub
             raise ConfigError(f"TaskConfig: cannot load math data {source!r}: {error}") from None
-        return list(data)
 
     def extract(self, completion: str) -> str | None:
         return last_boxed(completion) or None
@@ -500,8 +491,8 @@ class MathTask(_IsolatedTask):
         gold = problem.fields["answer"]
         if answer is not None and len(answer) > self.config.max_answer_chars:
             answer = None
-        if answer is None and self._gold_ok.get(gold, False):
-            return Verdict(NA, False)
+        if gold in self._gold_ok and (answer is None or not self._gold_ok[gold]):
+            return Verdict(NA, False if self._gold_ok[gold] else None)
         result = self._score(
             "math",
             gold=gold,
@@ -520,3 +511,22 @@ class MathTask(_IsolatedTask):
             return Verdict(NA, None)
         self._gold_ok[gold] = True
         return Verdict(result["answer"] or NA, bool(result["correct"]))
+
+
+def _read_local_rows(path: str) -> list[dict]:
+    """Rows of a local .jsonl (one object per line), .json (a list of objects) or .parquet file."""
+    suffix = path.rsplit(".", 1)[-1].lower()
+    if suffix == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix not in ("jsonl", "json"):
+        raise ValueError(f"{path!r} is not a .jsonl, .json or .parquet file")
+    with open(path, encoding="utf-8") as handle:
+        if suffix == "json":
+            rows = json.load(handle)
+        else:
+            rows = [json.loads(line) for line in handle if line.strip()]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{path!r} must hold JSON objects (one per line for .jsonl, a list for .json)")
+    return rows
