@@ -99,9 +99,21 @@ class IsolatedScorer:
         self.memory_mb = memory_mb
         self.startup_timeout_seconds = startup_timeout_seconds
         self.restarts = 0
+        self._owner_pid = os.getpid()  # a forked copy must never kill the owner's worker
         self._process: subprocess.Popen | None = None
         self._buffer = b""
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Picklable (e.g. a reward function sent to another process): the copy starts its own worker."""
+        return {
+            key: value for key, value in self.__dict__.items() if key not in ("_process", "_lock", "_buffer")
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(
+            state, _owner_pid=os.getpid(), _process=None, _buffer=b"", _lock=threading.Lock()
+        )
 
     def call(self, kind: str, **args: Any) -> dict:
         """Run handler `kind` in the child; raise ScorerTimeout / ScorerCrashed (child restarted lazily)."""
@@ -125,7 +137,10 @@ class IsolatedScorer:
             self._kill()
 
     def __del__(self) -> None:
-        self._kill()
+        try:
+            self._kill()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down what _kill uses
+            pass
 
     # --- process management
 
@@ -133,6 +148,7 @@ class IsolatedScorer:
         if self._process is not None and self._process.poll() is None:
             return
         self._kill()
+        self._owner_pid = os.getpid()
         env = dict(
             os.environ,
             PYTHONDONTWRITEBYTECODE="1",
@@ -169,7 +185,7 @@ class IsolatedScorer:
 
     def _kill(self) -> None:
         process, self._process = getattr(self, "_process", None), None
-        if process is not None:
+        if process is not None and os.getpid() == self._owner_pid:
             if process.poll() is None:
                 process.kill()
             process.wait()

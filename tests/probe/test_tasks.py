@@ -402,6 +402,20 @@ def test_scorer_that_runs_too_long_is_killed_and_restarted(rg_countdown):
     assert scorer.call("reasoning_gym", fields=problem.fields, answer="1") < 1.0  # a fresh worker answers
 
 
+def test_a_pickled_task_starts_its_own_worker(rg_countdown):
+    import pickle
+
+    problem = rg_countdown.problems()[0]
+    rg_countdown.judge(problem, "<answer>1+2</answer>")  # the original's worker is running
+    copy = pickle.loads(pickle.dumps(rg_countdown))
+    try:
+        assert copy.scorer._process is None
+        assert copy.judge(problem, "<answer>1+2</answer>") == Verdict("1+2", False)
+        assert copy.scorer._process.pid != rg_countdown.scorer._process.pid
+    finally:
+        copy.close()
+
+
 # --- math (math-verify in the worker process; judged from a worker thread)
 
 
