@@ -1,0 +1,226 @@
+"""The real `python -m train` entry on the tiny base: it trains, checkpoints, probes, logs to W&B
+offline, resumes without a gap or a repeat, and refuses bad recipes before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train.grpo import cli, guarded_reward
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "configs" / "train" / "countdown_tiny.yaml"
+
+PROBE_RECIPE = """\
+task: countdown
+prompt_format: compact
+seed: 1234
+num_problems: 12
+min_numbers: 3
+max_numbers: 4
+min_value: 1
+max_value: 9
+min_target: 10
+max_target: 150
+n: 8
+max_new_tokens: 20
+"""
+TRAIN_TASK = {"num_problems": 300, "seed": 7, "unique_problems": False, "min_target": 10, "max_target": 150}
+
+
+# --- reading W&B's offline files (wandb 0.31 has no Python reader for them)
+
+
+def wandb_records(path: Path):
+    """Records of a run-*.wandb file: LevelDB log format (32 KiB blocks, 7-byte record headers)
+    after a 7-byte file header (":W&B", magic, version)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    block, position, pending = 32768, 7, b""
+    while position + 7 <= len(data):
+        left_in_block = block - position % block
+        if left_in_block < 7:  # trailer padding
+            position += left_in_block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        payload = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending += payload
+        if kind in (1, 4):  # FULL or LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """Every W&B history row of every offline run under RUN, as {key: value}."""
+    rows = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                value = json.loads(item.value_json) if item.value_json else item.number or item.integer
+                row[key] = value
+            rows.append(row)
+    return rows
+
+
+def probe_steps_in_wandb(run_dir: Path) -> list[int]:
+    return [int(r["train/global_step"]) for r in history_rows(run_dir) if "probe/pass@1" in r]
+
+
+# --- running the entry
+
+
+def run_train(tiny_base: Path, run_dir: Path, probe_recipe: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(run_dir.parent)  # no ~/.netrc: W&B must fall back to offline by itself
+    args = [
+        sys.executable, "-m", "train", "--config", str(RECIPE),
+        "--model_name_or_path", str(tiny_base), "--output_dir", str(run_dir),
+        "--probe_recipe", str(probe_recipe), "--probe_n", "8", "--probe_steps", "2",
+        "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "16",
+        "--train_task", json.dumps(TRAIN_TASK), *extra,
+    ]  # fmt: skip
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_base, tmp_path_factory):
+    """Four steps with probes at 0, 2, 4 and checkpoints at 2, 4."""
+    root = tmp_path_factory.mktemp("grpo")
+    probe_recipe = root / "probe.yaml"
+    probe_recipe.write_text(PROBE_RECIPE)
+    run_dir = root / "run"
+    run_train(tiny_base, run_dir, probe_recipe, "--max_steps", "4")
+    return run_dir, probe_recipe
+
+
+def test_training_changes_the_parameters(first_run, tiny_base):
+    run_dir, _ = first_run
+    before, after = load_file(tiny_base / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_probe_points_are_checkpointed_and_probed(first_run):
+    run_dir, _ = first_run
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    probes = sorted(p.name for p in (run_dir / "probes").iterdir())
+    assert probes == ["step-000000", "step-000002", "step-000004"]
+    for name in probes:
+        summary = json.loads((run_dir / "probes" / name / "summary.json").read_text())
+        assert 0.0 <= summary["metrics"]["pass@1"] <= summary["metrics"]["pass@8"] <= 1.0
+    assert (run_dir / "plots" / "pass_at_k.png").is_file()
+
+
+def test_wandb_offline_files_hold_probe_keys_at_the_probe_steps(first_run):
+    run_dir, _ = first_run
+    assert (run_dir / "wandb_run_id").is_file()
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert probe_steps_in_wandb(run_dir) == [0, 2, 4]
+    row = next(r for r in history_rows(run_dir) if "probe/pass@1" in r and r["train/global_step"] == 2)
+    for key in ("probe/pass@8", "probe/support_size", "probe/vs_base/P", "probe/vs_base/O", "probe/seconds"):
+        assert key in row, key
+    assert "train/loss" in row  # the probe joined the trainer's own row at step 2
+
+
+def test_resume_continues_without_gap_or_repeat(first_run, tiny_base):
+    run_dir, probe_recipe = first_run
+    run_train(tiny_base, run_dir, probe_recipe, "--max_steps", "6")
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in state["log_history"] if "probe/pass@1" in h] == [0, 2, 4, 6]
+    assert probe_steps_in_wandb(run_dir) == [0, 2, 4, 6]
+    run_ids = {p.name.rsplit("-", 1)[1] for p in run_dir.glob("wandb/offline-run-*")}
+    assert run_ids == {(run_dir / "wandb_run_id").read_text().strip()}  # the same W&B run, continued
+
+    again = run_train(tiny_base, run_dir, probe_recipe, "--max_steps", "6")
+    assert "nothing left to do" in again.stderr
+
+
+# --- refusals, before any model is loaded
+
+
+@pytest.fixture
+def recipe_args(tiny_base, tmp_path):
+    return [
+        "--config",
+        str(RECIPE),
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(tmp_path / "r"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--not_a_field", "1"], "not_a_field"),
+        (["--beta", "0", "--ref_reset_steps", "10"], "ref_reset_steps=10 while beta=0"),
+        (
+            [
+                "--holdout_probe_problems",
+                "false",
+                "--train_task",
+                '{"seed": 1234, "num_problems": 200, "min_target": 10, "max_target": 150}',
+            ],
+            "probe problems overlap training prompts",
+        ),
+        (["--per_device_train_batch_size", "12", "--num_generations", "8"], "divisible by num_generations"),
+        (["--model_name_or_path", "runs/no/such_model"], "base model dir runs/no/such_model does not exist"),
+        (["--dynamic_sampling", "true", "--loss_type", "grpo"], "dynamic_sampling with loss_type='grpo'"),
+    ],
+    ids=[
+        "unknown-key",
+        "reset-without-kl",
+        "probe-overlap",
+        "batch-not-divisible",
+        "missing-base",
+        "ds-loss",
+    ],
+)
+def test_bad_recipe_is_refused_naming_the_problem(recipe_args, extra, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli([*recipe_args, *extra])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (Path(recipe_args[-1]) / "checkpoint-1").exists()
+
+
+def test_a_reward_that_raises_on_one_completion_gives_none_for_it_and_counts_it():
+    def reward(prompts, completions, **kwargs):
+        if "boom" in completions:
+            raise ValueError("verifier crashed")
+        return [float(len(c)) for c in completions]
+
+    logged = []
+    guarded = guarded_reward(reward, "length")
+    rewards = guarded(
+        prompts=["a", "b", "c"],
+        completions=["xy", "boom", "z"],
+        problem_id=["1", "2", "3"],
+        log_metric=lambda name, value: logged.append((name, value)),
+    )
+    assert rewards == [2.0, None, 1.0]
+    assert logged == [("rewards/length/errors", 1.0)]
+    assert guarded.__name__ == "length"
