@@ -27,6 +27,7 @@ from probe.store import ProbeStore
 logger = logging.getLogger(__name__)
 NA = "NA"
 BACKENDS = ("hf", "vllm")
+NOT_IDENTITY = {"num_threads"}  # ProbeConfig fields that cannot change the samples
 
 
 class ProbeError(RuntimeError):
@@ -57,6 +58,9 @@ class ProbeConfig:
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto | float32 | bfloat16 | float16."})
     device: str = field(
         default="auto", metadata={"help": "auto (this process's accelerator, else CPU) | cpu | cuda."}
+    )
+    num_threads: int = field(
+        default=0, metadata={"help": "CPU threads for torch in `python -m probe run` (0 = torch's default)."}
     )
     vllm_num_logprobs: int = field(
         default=20, metadata={"help": "vllm: top logprobs per token behind its truncated entropy estimate."}
@@ -276,7 +280,7 @@ def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
     task_config = getattr(task, "config", None)
     return {
         "task": asdict(task_config) if task_config is not None else {"task": getattr(task, "name", "")},
-        "probe": asdict(config),
+        "probe": {k: v for k, v in asdict(config).items() if k not in NOT_IDENTITY},
         "model": model_name,
     }
 
@@ -438,6 +442,10 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     # --- config
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_probe_config(probe_config)
+    if probe_config.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(probe_config.num_threads)
     if not run_args.output_dir:
         raise ConfigError("RunArguments.output_dir: required (--output_dir OUT)")
     # --- task

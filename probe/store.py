@@ -88,14 +88,17 @@ class SampleShard:
             self.count += 1
 
     def commit(self) -> None:
-        self._text.flush()
-        self._text.close()  # closes the gzip stream (writes its trailer) and the file
-        with open(self.tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        # Closing the text wrapper closes the gzip stream (trailer written, no sync-flush markers,
+        # so the bytes depend only on the rows); GzipFile leaves the file itself open.
+        self._text.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
         self._text.close()
+        self._raw.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -182,7 +185,11 @@ class ProbeStore:
             os.fsync(handle.fileno())
 
     def shard(self, problem_index: int) -> SampleShard:
-        return SampleShard(self.samples_path(problem_index))
+        """A new shard for a problem; partial shards a killed run left for it are removed first."""
+        path = self.samples_path(problem_index)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        return SampleShard(path)
 
     def samples_path(self, problem_index: int) -> Path:
         return self.root / SAMPLES / f"p{problem_index:06d}.jsonl.gz"

@@ -1,0 +1,192 @@
+"""probe run end to end: files and value ranges, resume after kill -9, refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from tiny_lm import save_random
+
+from probe.__main__ import cli
+from probe.metrics import k_ladder
+from probe.store import load_problems, read_samples
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "configs/probe/countdown_tiny.yaml")
+VARIABLE = ("seconds", "samples_per_second")  # wall-clock figures differ between runs
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    return save_random(tmp_path_factory.mktemp("model") / "random")
+
+
+def _args(model, out, *extra):
+    return [
+        "run",
+        "--config",
+        RECIPE,
+        "--model",
+        str(model),
+        "--output_dir",
+        str(out),
+        "--progress",
+        "false",
+        "--num_threads",
+        "1",
+        *extra,
+    ]
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "samples").iterdir())}
+
+
+def _summary(out: Path) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k not in VARIABLE}
+
+
+# --- end to end
+
+
+def test_probe_run_writes_a_consistent_probe_dir(random_model_dir, tmp_path):
+    out = tmp_path / "probe"
+    assert cli(_args(random_model_dir, out, "--n", "8", "--num_problems", "3", "--ks", "3")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    table = pq.read_table(out / "problems.parquet")
+    expected_columns = {"problem_id", "prompt", "fields", "n", "c", "answers", "token_entropy", "mean_length"}
+    assert expected_columns | {f"pass@{k}" for k in (1, 2, 3, 4, 8)} <= set(table.column_names)
+    rows = load_problems(out)
+    assert len(rows) == 3 == summary["num_problems"]
+    for index, row in enumerate(rows):
+        samples = read_samples(out / "samples" / f"p{index:06d}.jsonl.gz")
+        assert row["n"] == len(samples) == 8
+        assert sum(a["count"] for a in row["answers"]) == 8
+        assert (
+            row["c"]
+            == sum(s["correct"] for s in samples)
+            == sum(a["count"] for a in row["answers"] if a["correct"])
+        )
+        assert (
+            0
+            < row["token_entropy"]
+            <= math.log(len(json.loads((random_model_dir / "tokenizer.json").read_text())["model"]["vocab"]))
+        )
+        assert row["token_entropy"] == pytest.approx(sum(s["token_entropy"] for s in samples) / 8, rel=1e-12)
+        assert 1 <= row["mean_length"] <= 24
+        assert all(s["answer"] == "NA" for s in samples if not s["finished"])
+        counts = [a["count"] for a in row["answers"]]
+        assert counts == sorted(counts, reverse=True)
+        ladder = [row[f"pass@{k}"] for k in (1, 2, 4, 8)]
+        assert ladder == sorted(ladder) and all(0 <= v <= 1 for v in ladder)
+    assert set(summary["metrics"]) >= {f"pass@{k}" for k in k_ladder(8)} | {"support_size", "eps", "chao1"}
+    assert summary["metrics"]["eps"] == pytest.approx(-math.log(0.05) / 8, rel=1e-12)
+    assert summary["n"] == 8 and summary["samples_per_second"] > 0
+    assert summary["samples_per_verification_call"] >= 1
+    assert (out / "config.json").exists()
+
+
+def test_a_finished_run_rerun_changes_nothing(random_model_dir, tmp_path):
+    out = tmp_path / "probe"
+    args = _args(random_model_dir, out, "--n", "4", "--num_problems", "2")
+    assert cli(args) == 0
+    before = (_files(out), _summary(out), (out / "problems.parquet").read_bytes())
+    assert cli(args) == 0
+    assert (_files(out), _summary(out), (out / "problems.parquet").read_bytes()) == before
+
+
+# --- resume
+
+
+def _spawn(args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "probe", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_run_killed_midway_resumes_to_the_same_files(random_model_dir, tmp_path):
+    extra = ("--n", "48", "--num_problems", "10", "--batch_size", "8")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    records = resumed / "records" / "rank-00000.jsonl"
+    process = _spawn(_args(random_model_dir, resumed, *extra))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if records.exists() and records.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (resumed / "summary.json").exists(), "the run finished before it could be killed"
+    done_before = records.read_bytes().count(b"\n")
+    assert 2 <= done_before < 10
+    with open(records, "ab") as handle:  # and a torn line, as a kill mid-write leaves
+        handle.write(b'{"problem_id": "countdown/')
+    assert cli(_args(random_model_dir, resumed, *extra)) == 0
+    assert cli(_args(random_model_dir, whole, *extra)) == 0
+    assert _files(resumed) == _files(whole)
+    assert _summary(resumed) == _summary(whole)
+    assert pq.read_table(resumed / "problems.parquet").equals(pq.read_table(whole / "problems.parquet"))
+    assert records.read_bytes().count(b"\n") == 10
+
+
+# --- bad input: a clear error, nothing written
+
+
+def _refused(capsys, args, match):
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert match in err, err
+
+
+def test_a_missing_model_dir_is_refused(capsys, tmp_path):
+    _refused(capsys, _args(tmp_path / "nowhere", tmp_path / "out"), "is not a directory")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused(capsys, tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        tmp_path / "vit"
+    )
+    _refused(capsys, _args(tmp_path / "vit", tmp_path / "out"), "not a causal LM")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_task_n_below_one_and_k_above_n_are_refused(capsys, random_model_dir, tmp_path):
+    out = tmp_path / "out"
+    _refused(capsys, _args(random_model_dir, out, "--task", "chess"), "chess")
+    _refused(capsys, _args(random_model_dir, out, "--n", "0"), "ProbeConfig.n must be >= 1")
+    _refused(capsys, _args(random_model_dir, out, "--n", "4", "--ks", "8"), "k = 8 is outside 1..n")
+    assert not out.exists()
+
+
+def test_a_dir_holding_another_run_is_refused_unless_overwrite(capsys, random_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert cli(_args(random_model_dir, out, "--n", "2", "--num_problems", "2")) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    _refused(capsys, _args(random_model_dir, out, "--n", "4", "--num_problems", "2"), "probe.n")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert cli(_args(random_model_dir, out, "--n", "4", "--num_problems", "2", "--overwrite", "true")) == 0
+    assert json.loads((out / "summary.json").read_text())["n"] == 4
+
+
+def test_a_tokenizer_without_pad_falls_back_to_eos_and_says_so(caplog, tmp_path):
+    model = save_random(tmp_path / "nopad", with_pad=False)
+    with caplog.at_level("WARNING"):
+        assert cli(_args(model, tmp_path / "out", "--n", "2", "--num_problems", "1")) == 0
+    assert "no pad token" in caplog.text
