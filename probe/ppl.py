@@ -1,0 +1,206 @@
+"""`python -m probe ppl`: perplexity of external traces under a model (metric spec, "Perplexity").
+
+Per trace: `exp(mean over trace tokens of -log p(token | prompt, earlier trace tokens))` at
+temperature 1, prompt tokens excluded. The prompt is encoded exactly as the probe encodes it
+(`probe.run.encode_prompt`), the trace is tokenized on its own (no special tokens, no EOS added)
+and appended, so trace tokens are what the model would have had to sample after that prompt.
+
+Input: a jsonl file of {"problem_id", "trace"} (optionally "prompt"; otherwise the prompt of that
+problem in the probe set the task config builds). Output: OUT/ppl.parquet (problem_id,
+trace_index, ppl, num_tokens) and OUT/ppl_summary.json (mean ppl per problem, overall, and by
+P/E/S/O class of the problem when `--compare REF_PROBE_DIR CAND_PROBE_DIR` is given).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from probe.cli import ConfigError
+from probe.store import load_problems, write_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PplArguments:
+    """Traces to score and where the results go."""
+
+    model: str = field(default="", metadata={"help": "Checkpoint directory scoring the traces."})
+    traces: str = field(default="", metadata={"help": 'jsonl of {"problem_id", "trace"[, "prompt"]}.'})
+    output_dir: str = field(default="", metadata={"help": "Where ppl.parquet and ppl_summary.json go."})
+    compare: list[str] = field(
+        default_factory=list,
+        metadata={"help": "REF_PROBE_DIR CAND_PROBE_DIR: group problems by their P/E/S/O class."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Traces per forward pass."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto | float32 | bfloat16 | float16."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available) | cpu | cuda."})
+
+
+def read_traces(path: str) -> list[dict]:
+    """The jsonl lines; ConfigError names the line that is malformed."""
+    if not Path(path).is_file():
+        raise ConfigError(f"PplArguments.traces: {path!r} is not a file")
+    traces = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{number}: not JSON ({error})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("trace"), str) or "problem_id" not in item:
+            raise ConfigError(f'{path}:{number}: need {{"problem_id": ..., "trace": str}}')
+        traces.append(item)
+    if not traces:
+        raise ConfigError(f"PplArguments.traces: {path} holds no traces")
+    return traces
+
+
+@torch.inference_mode()
+def trace_nll(
+    model, sequences: list[tuple[list[int], list[int]]], batch_size: int
+) -> list[tuple[float, int]]:
+    """(sum of -log p over trace tokens, trace token count) per (prompt ids, trace ids) pair."""
+    device = next(model.parameters()).device
+    results = []
+    for start in range(0, len(sequences), batch_size):
+        batch = sequences[start : start + batch_size]
+        length = max(len(p) + len(t) for p, t in batch)
+        ids = torch.zeros(len(batch), length, dtype=torch.long)  # right padding: positions stay 0..L-1
+        mask = torch.zeros(len(batch), length, dtype=torch.long)
+        for row, (prompt, trace) in enumerate(batch):
+            ids[row, : len(prompt) + len(trace)] = torch.tensor(prompt + trace)
+            mask[row, : len(prompt) + len(trace)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (b, L, V)
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # (b, L-1, V): predicts token t+1
+        token_log_probs = log_probs.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()  # (b, L-1)
+        for row, (prompt, trace) in enumerate(batch):
+            picked = token_log_probs[row, len(prompt) - 1 : len(prompt) + len(trace) - 1]  # (trace,)
+            results.append((float(-picked.double().sum()), len(trace)))
+    return results
+
+
+def support_class_by_problem(ref_dir: str, cand_dir: str) -> dict[str, str]:
+    """problem_id -> P | E | S | O from two probe dirs (solved = c >= 1), on their common problems."""
+    ref = {r["problem_id"]: r["c"] >= 1 for r in load_problems(ref_dir)}
+    cand = {r["problem_id"]: r["c"] >= 1 for r in load_problems(cand_dir)}
+    names = {(True, True): "P", (False, True): "E", (True, False): "S", (False, False): "O"}
+    return {pid: names[(ref[pid], cand[pid])] for pid in ref.keys() & cand.keys()}
+
+
+def summarize_ppl(rows: list[dict], classes: dict[str, str] | None) -> dict:
+    """Mean ppl per problem, the mean over problems, and per class the mean over its problems."""
+    per_problem: dict[str, list[float]] = {}
+    for row in rows:
+        per_problem.setdefault(row["problem_id"], []).append(row["ppl"])
+    problem_means = {pid: float(np.mean(values)) for pid, values in per_problem.items()}
+    summary: dict = {
+        "num_traces": len(rows),
+        "num_problems": len(problem_means),
+        "mean_ppl": float(np.mean(list(problem_means.values()))),
+        "per_problem": problem_means,
+    }
+    if classes is not None:
+        by_class = {}
+        for name in "PESO":
+            values = [m for pid, m in problem_means.items() if classes.get(pid) == name]
+            by_class[name] = {
+                "num_problems": len(values),
+                "mean_ppl": float(np.mean(values)) if values else None,
+            }
+        by_class["unclassified"] = sorted(pid for pid in problem_means if pid not in classes)
+        summary["by_class"] = by_class
+    return summary
+
+
+def main(task_config, args: PplArguments) -> dict:
+    """Score the traces, write ppl.parquet and ppl_summary.json, return the summary."""
+    from probe.run import ProbeConfig, encode_prompt, load_model
+
+    # --- config
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.output_dir:
+        raise ConfigError("PplArguments.output_dir: required (--output_dir OUT)")
+    if args.compare and len(args.compare) != 2:
+        raise ConfigError(f"PplArguments.compare: need REF_PROBE_DIR CAND_PROBE_DIR, got {args.compare}")
+    if args.batch_size < 1:
+        raise ConfigError(f"PplArguments.batch_size must be >= 1, got {args.batch_size}")
+    traces = read_traces(args.traces)
+    classes = support_class_by_problem(*args.compare) if args.compare else None
+    # --- prompts
+    prompts = _prompts(task_config, traces)
+    # --- model
+    model, tokenizer = load_model(args.model, ProbeConfig(dtype=args.dtype, device=args.device))
+    # --- score
+    pairs = []
+    for item in traces:
+        prompt_ids = encode_prompt(tokenizer, prompts[item["problem_id"]], task_config.prompt_format)
+        pairs.append((prompt_ids, tokenizer(item["trace"], add_special_tokens=False)["input_ids"]))
+    empty = [i for i, (_, trace) in enumerate(pairs) if not trace]
+    if empty:
+        raise ConfigError(f"PplArguments.traces: traces {empty[:5]} have no tokens")
+    rows, counters = [], {}
+    for item, (nll, count) in zip(traces, trace_nll(model, pairs, args.batch_size), strict=True):
+        index = counters[item["problem_id"]] = counters.get(item["problem_id"], -1) + 1
+        rows.append(
+            {
+                "problem_id": str(item["problem_id"]),
+                "trace_index": index,
+                "ppl": math.exp(nll / count),
+                "num_tokens": count,
+            }
+        )
+    # --- save
+    return _save(Path(args.output_dir), rows, summarize_ppl(rows, classes), args)
+
+
+def _prompts(task_config, traces: list[dict]) -> dict[str, str]:
+    prompts = {item["problem_id"]: item["prompt"] for item in traces if isinstance(item.get("prompt"), str)}
+    missing = {item["problem_id"] for item in traces} - prompts.keys()
+    if missing:
+        from probe.tasks import make_task
+
+        task = make_task(task_config)
+        known = {p.problem_id: p.prompt for p in task.problems()}
+        task.close()
+        unknown = sorted(missing - known.keys())
+        if unknown:
+            raise ConfigError(
+                f"traces name problems that are not in the probe set and give no prompt: {unknown[:5]}"
+            )
+        prompts.update({pid: known[pid] for pid in missing})
+    return prompts
+
+
+def _save(out: Path, rows: list[dict], summary: dict, args: PplArguments) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "problem_id": pa.array([r["problem_id"] for r in rows], pa.string()),
+            "trace_index": pa.array([r["trace_index"] for r in rows], pa.int64()),
+            "ppl": pa.array([r["ppl"] for r in rows], pa.float64()),
+            "num_tokens": pa.array([r["num_tokens"] for r in rows], pa.int64()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(out / "ppl.parquet", sink.getvalue().to_pybytes())
+    summary = {**summary, "model": args.model, "traces": args.traces, "compare": args.compare}
+    write_atomic(out / "ppl_summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    counts = f"{summary['num_traces']} traces, {summary['num_problems']} problems"
+    print(f"{counts}: mean ppl {summary['mean_ppl']:.4g}")
+    for name, group in summary.get("by_class", {}).items():
+        if name != "unclassified":
+            shown = "undefined" if group["mean_ppl"] is None else f"{group['mean_ppl']:.4g}"
+            print(f"  {name}: {group['num_problems']} problems, mean ppl {shown}")
+    return summary
