@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# base model (cached) -> GRPO with periodic probes -> base vs every probe point.
+# Rerunning resumes: finished stages are reused, never redone.
 demo: setup
-	$(BIN)/python -m train.demo --runs_dir $(RUNS)
+	$(BIN)/python -m train.base --config configs/base/countdown_tiny.yaml --output_dir $(RUNS)/base/countdown_tiny
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml -m train \
+		--config configs/train/countdown_tiny.yaml --output_dir $(RUNS)/countdown_tiny
+	$(BIN)/python -m probe compare $(RUNS)/countdown_tiny/probes/step-000000 $(RUNS)/countdown_tiny \
+		--output_dir $(RUNS)/countdown_tiny/compare
+	$(BIN)/python -m probe plot $(RUNS)/countdown_tiny --output_dir $(RUNS)/countdown_tiny/plots
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,78 @@
+"""Every recipe under configs/ parses with the dataclasses of the command that reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from probe.cli import ConfigError, parse
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _recipes(kind: str) -> list[Path]:
+    return sorted((CONFIGS / kind).glob("*.yaml"))
+
+
+def test_every_recipe_directory_has_recipes():
+    for kind in ("accelerate", "base", "probe", "train"):
+        assert _recipes(kind), f"configs/{kind}/ holds no recipe"
+
+
+@pytest.mark.parametrize("path", _recipes("probe"), ids=lambda p: p.name)
+def test_probe_recipe_parses(path):
+    from probe.run import ProbeConfig
+    from probe.tasks import TaskConfig
+
+    task, probe = parse((TaskConfig, ProbeConfig), ["--config", str(path)])
+    assert probe.n >= 1 and task.num_problems >= 1
+
+
+@pytest.mark.parametrize("path", _recipes("base"), ids=lambda p: p.name)
+def test_base_recipe_parses(path):
+    from train.base import BaseConfig
+
+    (config,) = parse((BaseConfig,), ["--config", str(path)])
+    assert config is not None
+
+
+@pytest.mark.parametrize("path", _recipes("train"), ids=lambda p: p.name)
+def test_train_recipe_parses(path, tmp_path):
+    from train.config import LeashGRPOConfig
+
+    (config,) = parse((LeashGRPOConfig,), ["--config", str(path), "--output_dir", str(tmp_path)])
+    assert config.num_generations >= 2
+    assert config.model_name_or_path
+
+
+@pytest.mark.parametrize("path", _recipes("accelerate"), ids=lambda p: p.name)
+def test_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.distributed_type is not None
+    deepspeed = yaml.safe_load(path.read_text()).get("deepspeed_config") or {}
+    if deepspeed:
+        assert deepspeed.get("zero_stage") in (0, 1, 2, 3)
+
+
+def test_unknown_recipe_key_is_named(tmp_path):
+    from probe.run import ProbeConfig
+    from probe.tasks import TaskConfig
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("n: 4\nnot_a_field: 1\n")
+    with pytest.raises(ConfigError, match="not_a_field"):
+        parse((TaskConfig, ProbeConfig), ["--config", str(recipe)])
+
+
+def test_wrong_type_in_recipe_is_named(tmp_path):
+    from probe.run import ProbeConfig
+    from probe.tasks import TaskConfig
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("n: 1.5\n")
+    with pytest.raises(ConfigError, match=r"ProbeConfig\.n"):
+        parse((TaskConfig, ProbeConfig), ["--config", str(recipe)])
