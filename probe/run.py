@@ -232,18 +232,17 @@ def probe_model(
     `model` is an in-memory transformers model (or a vllm.LLM with backend "vllm"). Every process
     under accelerate calls this; each draws its share, rank 0 merges, all return the summary.
     """
-    from accelerate import PartialState
-
     check_probe_config(config)
     ids = [p.problem_id for p in problems]
     if len(set(ids)) != len(ids):
         raise ProbeError(
             f"problem ids repeat in the probe set: {sorted({i for i in ids if ids.count(i) > 1})[:5]}"
         )
-    state = PartialState()
+    state = process_state()
     store = ProbeStore(output_dir, state.process_index)
     identity = run_identity(task, config, model_name)
-    store.check_config(identity, overwrite)
+    store.check_config(identity, overwrite)  # every process reads, then rank 0 alone writes
+    state.wait_for_everyone()
     if state.is_main_process:
         store.start(identity, overwrite)
     state.wait_for_everyone()
@@ -273,6 +272,15 @@ def probe_model(
     store.write_problems(rows, {f"pass@{k}": metrics.pass_at_k(config.n, c, k) for k in pass_ks(config)})
     store.write_summary(summary)
     return summary
+
+
+def process_state():
+    """accelerate's process state; on a machine without CUDA, gloo ranks (a plain
+    `PartialState()` there ignores `accelerate launch` and makes every process rank 0 of 1)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
@@ -420,9 +428,7 @@ def load_model(path: str, config: ProbeConfig):
         tokenizer.pad_token = tokenizer.eos_token
     device = config.device
     if device == "auto":
-        from accelerate import PartialState
-
-        device = PartialState().device if torch.cuda.is_available() else "cpu"
+        device = process_state().device if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
 
 
@@ -458,6 +464,9 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     if probe_config.backend == "vllm":
         from transformers import AutoTokenizer
 
+        if not Path(run_args.model).is_dir():
+            raise ProbeError(f"--model: {run_args.model!r} is not a directory")
+
         model = make_vllm_engine(
             run_args.model,
             seed=probe_config.sampling_seed,
@@ -482,9 +491,7 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
         )
     finally:
         task.close()
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(format_table(summary))
         print(f"wrote {run_args.output_dir}")
     return summary

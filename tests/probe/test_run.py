@@ -190,3 +190,36 @@ def test_a_tokenizer_without_pad_falls_back_to_eos_and_says_so(caplog, tmp_path)
     with caplog.at_level("WARNING"):
         assert cli(_args(model, tmp_path / "out", "--n", "2", "--num_problems", "1")) == 0
     assert "no pad token" in caplog.text
+
+
+# --- several processes
+
+
+@pytest.mark.slow
+def test_two_accelerate_ranks_share_the_problems_and_match_one_process(random_model_dir, tmp_path):
+    extra = ("--n", "8", "--num_problems", "5")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli(_args(random_model_dir, one, *extra)) == 0
+    launcher = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--config_file",
+        str(ROOT / "configs/accelerate/cpu2.yaml"),
+        "-m",
+        "probe",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [*launcher, *_args(random_model_dir, two, *extra)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {p.name: p.read_bytes().count(b"\n") for p in (two / "records").iterdir()}
+    assert lines == {"rank-00000.jsonl": 3, "rank-00001.jsonl": 2}, "expected two ranks sharing 5 problems"
+    assert _files(one) == _files(two)
+    assert _summary(one) == _summary(two)
+    assert pq.read_table(one / "problems.parquet").equals(pq.read_table(two / "problems.parquet"))
