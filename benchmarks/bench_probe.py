@@ -1,0 +1,248 @@
+"""Probe speed and memory, as ratios against baselines run beside it on the same model.
+
+    python benchmarks/bench_probe.py [--model DIR] [--num_problems 50] [--n 1024]
+
+Measures, on the embedded base model (built with `python -m train.base` into --model if absent):
+- probe throughput: finished samples/s of `probe_model` (sampling with the shared prompt cache,
+  token entropy, verification, gzip shards, records), against
+  (a) a per-problem loop of `model.generate(num_return_sequences=n, output_scores=True)` and
+  (b) a bare batched sampling loop (shared prompt cache, no entropy, text, verification or storage);
+  targets: >= 3x (a), within 1.5x of (b);
+- samples per verification call (judge_many call) and per verified answer at this n;
+- peak RSS of `python -m probe run` at n = 8192 on 20 problems, next to n = 1024 on the same 20
+  (memory should grow with distinct answers, not samples).
+All timings use the same torch thread count; another CPU-heavy process running at the same time
+slows every figure (ratios less than absolute numbers): the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs/probe/countdown_tiny.yaml"
+BASE_RECIPE = ROOT / "configs/base/countdown_tiny.yaml"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=str(ROOT / "runs/base/countdown_tiny"), help="base model dir")
+    parser.add_argument("--num_problems", type=int, default=50)
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument(
+        "--batch_size", type=int, default=1024, help="samples decoded together (ours and (b))"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every measurement")
+    parser.add_argument("--rss_n", type=int, default=8192)
+    parser.add_argument("--rss_problems", type=int, default=20)
+    parser.add_argument("--skip_rss", action="store_true")
+    return parser.parse_args(argv)
+
+
+# --- baselines
+
+
+@torch.inference_mode()
+def generate_loop(model, tokenizer, prompts, n, settings) -> int:
+    """(a): one `generate` call per problem, n return sequences, scores kept; returns samples."""
+    samples = 0
+    for prompt_ids in prompts:
+        out = model.generate(
+            input_ids=torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            do_sample=True,
+            num_return_sequences=n,
+            max_new_tokens=settings["max_new_tokens"],
+            temperature=settings["temperature"],
+            top_p=settings["top_p"],
+            top_k=0,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        samples += len(tokenizer.batch_decode(out.sequences[:, len(prompt_ids) :], skip_special_tokens=True))
+    return samples
+
+
+@torch.inference_mode()
+def bare_loop(model, tokenizer, prompts, n, batch_size, settings) -> int:
+    """(b): prompt prefilled once per problem, its cache repeated per chunk, finished rows dropped;
+    nothing but token ids (no entropy, no text, no verification, no storage)."""
+    from probe.sampling import forward_with_cache
+
+    eos = torch.tensor([tokenizer.eos_token_id])
+    samples = 0
+    for seed, prompt_ids in enumerate(prompts):
+        generator = torch.Generator().manual_seed(seed)
+        prompt_cache, prompt_logits = forward_with_cache(
+            model, torch.tensor([prompt_ids]), None, logits_to_keep=1
+        )
+        for start in range(0, n, batch_size):
+            rows = min(batch_size, n - start)
+            cache = copy.deepcopy(prompt_cache)
+            cache.batch_repeat_interleave(rows)
+            logits = prompt_logits.expand(rows, -1)
+            for step in range(settings["max_new_tokens"]):
+                probs = torch.softmax(logits.float() / settings["temperature"], dim=-1)
+                tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                running = ~torch.isin(tokens, eos)
+                if not running.any() or step == settings["max_new_tokens"] - 1:
+                    break
+                if not running.all():
+                    keep = running.nonzero()[:, 0]
+                    cache.batch_select_indices(keep)
+                    tokens = tokens[keep]
+                cache, logits = forward_with_cache(model, tokens[:, None], cache)
+            samples += rows
+    return samples
+
+
+# --- measurements
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def ensure_model(path: Path) -> Path:
+    if (path / "config.json").exists():
+        return path
+    print(f"building the embedded base model into {path} (python -m train.base, a few minutes)", flush=True)
+    command = [sys.executable, "-m", "train.base", "--config", str(BASE_RECIPE), "--output_dir", str(path)]
+    subprocess.run(command, cwd=ROOT, check=True)
+    return path
+
+
+def peak_rss_mb(model: Path, n: int, num_problems: int, batch_size: int, threads: int) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of one `python -m probe run` in a fresh child process."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [
+            sys.executable,
+            "-c",
+            RSS_CHILD,
+            str(RECIPE),
+            str(model),
+            out,
+            str(n),
+            str(num_problems),
+            str(batch_size),
+            str(threads),
+        ]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"probe run failed:\n{done.stderr[-2000:]}")
+        return float(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start
+
+
+# Runs the probe command in-process, then prints its own peak RSS (ru_maxrss is KB on Linux).
+RSS_CHILD = """
+import resource, sys
+from probe.__main__ import cli
+recipe, model, out, n, problems, batch, threads = sys.argv[1:]
+code = cli(["run", "--config", recipe, "--model", model, "--output_dir", out, "--n", n,
+            "--num_problems", problems, "--batch_size", batch, "--num_threads", threads,
+            "--progress", "false"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+sys.exit(code)
+"""
+
+
+def main(argv=None) -> dict:
+    from probe.cli import parse
+    from probe.run import ProbeConfig, encode_prompt, load_model, probe_model
+    from probe.tasks import TaskConfig, make_task
+
+    # --- config
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task_config, probe_config = parse(
+        (TaskConfig, ProbeConfig),
+        [
+            "--config",
+            str(RECIPE),
+            "--num_problems",
+            str(args.num_problems),
+            "--n",
+            str(args.n),
+            "--batch_size",
+            str(args.batch_size),
+        ],
+    )
+    print(f"load average before: {os.getloadavg()}  (2 cores here; other jobs slow every figure)")
+    # --- model and problems
+    model_dir = ensure_model(Path(args.model))
+    model, tokenizer = load_model(str(model_dir), probe_config)
+    task = make_task(task_config)
+    problems = task.problems()
+    prompts = [encode_prompt(tokenizer, p.prompt, task_config.prompt_format) for p in problems]
+    settings = dict(
+        max_new_tokens=probe_config.max_new_tokens, temperature=probe_config.temperature, top_p=1.0
+    )
+    total = args.n * len(problems)
+    print(
+        f"model {model_dir}, {len(problems)} problems x n = {args.n}, "
+        f"batch {args.batch_size}, {args.threads} thread(s)"
+    )
+    # --- (b) bare loop, ours, (a) generate
+    samples_b, seconds_b = timed(bare_loop, model, tokenizer, prompts, args.n, args.batch_size, settings)
+    assert samples_b == total
+    with tempfile.TemporaryDirectory() as out:
+        summary, seconds_ours = timed(
+            lambda: probe_model(
+                model, tokenizer, task, problems, probe_config, out, model_name=str(model_dir), progress=False
+            )
+        )
+    samples_a, seconds_a = timed(generate_loop, model, tokenizer, prompts, args.n, settings)
+    assert samples_a == total
+    task.close()
+    ours, rate_a, rate_b = total / seconds_ours, total / seconds_a, total / seconds_b
+    results = {
+        "ours_samples_per_s": ours,
+        "generate_samples_per_s": rate_a,
+        "bare_samples_per_s": rate_b,
+        "speedup_vs_generate": ours / rate_a,
+        "slowdown_vs_bare": rate_b / ours,
+        "samples_per_verification_call": summary["samples_per_verification_call"],
+        "samples_per_verified_answer": total / summary["verified_answers"],
+        "pass@1": summary["metrics"]["pass@1"],
+        f"pass@{args.n}": summary["metrics"][f"pass@{args.n}"],
+    }
+    print(f"ours (probe_model, all included)    {ours:8.0f} samples/s  ({seconds_ours:.1f} s)")
+    print(f"(a) generate per problem            {rate_a:8.0f} samples/s  ({seconds_a:.1f} s)")
+    print(f"(b) bare batched loop               {rate_b:8.0f} samples/s  ({seconds_b:.1f} s)")
+    print(f"ours / (a) = {ours / rate_a:.2f}x   (target >= 3x)")
+    print(f"(b) / ours = {rate_b / ours:.2f}x   (target <= 1.5x)")
+    print(
+        f"verification: {summary['verification_calls']} judge_many calls, "
+        f"{summary['verified_answers']} verified answers "
+        f"-> {results['samples_per_verification_call']:.0f} samples per call, "
+        f"{results['samples_per_verified_answer']:.1f} samples per verified answer"
+    )
+    print(f"pass@1 {results['pass@1']:.3f}, pass@{args.n} {results[f'pass@{args.n}']:.3f}")
+    # --- memory
+    if not args.skip_rss:
+        for n in (1024, args.rss_n):
+            rss, seconds = peak_rss_mb(model_dir, n, args.rss_problems, args.batch_size, args.threads)
+            results[f"peak_rss_mb_n{n}"] = rss
+            print(f"peak RSS, n = {n:5d} x {args.rss_problems} problems: {rss:7.1f} MB  ({seconds:.0f} s)")
+    print(f"load average after: {os.getloadavg()}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
