@@ -79,8 +79,9 @@ class ProbeCallback(TrainerCallback):
         out = probe_dir(self.run_dir, step)
         accelerator.wait_for_everyone()  # every rank must agree on whether the dir is finished
         if not (out / "summary.json").is_file():  # a finished dir (resumed run) is read, not redone
-            was_training = model.training
-            model.eval()
+            was_training = getattr(model, "training", False)  # a vllm.LLM has no train/eval mode
+            if was_training:
+                model.eval()
             with preserved_rng(), torch.no_grad():
                 probe_model(
                     model,
@@ -92,7 +93,8 @@ class ProbeCallback(TrainerCallback):
                     model_name=model_name,
                     progress=False,
                 )
-            model.train(was_training)
+            if was_training:
+                model.train()
         accelerator.wait_for_everyone()
         base = probe_dir(self.run_dir, 0)
         metrics = probe_metrics(out, base if (base / "summary.json").is_file() else None)
@@ -113,7 +115,7 @@ class ProbeCallback(TrainerCallback):
         if not args.probe_at_start or (probe_dir(self.run_dir, 0) / "summary.json").is_file():
             return  # probed before this (resumed) run started: W&B and disk already hold it
         if state.global_step == 0:
-            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            model = self.policy()
         else:  # resumed, but the base probe never finished: probe the base weights themselves
             from transformers import AutoModelForCausalLM
 
@@ -127,8 +129,15 @@ class ProbeCallback(TrainerCallback):
         control.should_save = True  # the probed weights are kept as RUN/checkpoint-<step>
         control.should_log = True
         name = f"{self.run_dir}/checkpoint-{state.global_step}"
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        self.trainer.pending_logs.update(self.probe(state.global_step, model, name))
+        self.trainer.pending_logs.update(self.probe(state.global_step, self.policy(), name))
+
+    def policy(self):
+        """The model to sample from: the policy itself, or (vLLM probes) the trainer's colocated
+        engine with the current weights pushed into it."""
+        if self.config.backend != "vllm":
+            return self.trainer.accelerator.unwrap_model(self.trainer.model)
+        self.trainer.vllm_generation.sync_weights()
+        return self.trainer.vllm_generation.llm
 
 
 class NaNGuardCallback(TrainerCallback):

@@ -92,6 +92,10 @@ class LeashGRPOConfig(GRPOConfig):
     wandb_project: str = field(default="leash", metadata={"help": "W&B project (report_to: wandb)."})
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and not _bf16_hardware():
+            # TRL turns bf16 on when unset; without a bf16 GPU that refuses the recipe, so an unset
+            # bf16 means "where the hardware has it" (a recipe for GPUs still parses on CPU).
+            self.bf16 = False
         super().__post_init__()
         if self.train_task is None:
             self.train_task = {}
@@ -102,6 +106,12 @@ class LeashGRPOConfig(GRPOConfig):
                 raise ConfigError(f"train_task: not a JSON object: {self.train_task!r} ({error})") from None
             if not isinstance(self.train_task, dict):
                 raise ConfigError(f"train_task: expected a JSON object, got {self.train_task!r}")
+
+
+def _bf16_hardware() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    return is_torch_bf16_gpu_available()
 
 
 def load_probe_recipe(path: str):
@@ -176,6 +186,12 @@ def validate(config: LeashGRPOConfig) -> None:
     if config.probe_steps and not config.probe_recipe:
         raise ConfigError("probe_steps set but probe_recipe is empty")
     if config.probe_recipe:
-        load_probe_recipe(config.probe_recipe)
+        _, probe_config = load_probe_recipe(config.probe_recipe)
+        if probe_config.backend == "vllm" and not (config.use_vllm and config.vllm_mode == "colocate"):
+            raise ConfigError(
+                f"probe_recipe {config.probe_recipe} samples with vLLM: in-training probes reuse the "
+                "trainer's colocated engine, so set use_vllm: true and vllm_mode: colocate "
+                "(or probe checkpoints out of process with `python -m probe run`)"
+            )
     if config.probe_n is not None and config.probe_n < 1:
         raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")

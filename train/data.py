@@ -14,13 +14,19 @@ from datasets import Dataset
 from probe.cli import ConfigError
 
 
-def problems_dataset(problems: Sequence) -> Dataset:
-    """One row per problem: prompt (str), problem_id (str), fields (str, JSON)."""
+def problems_dataset(problems: Sequence, conversational: bool = False) -> Dataset:
+    """One row per problem: prompt, problem_id (str), fields (str, JSON).
+
+    conversational (prompt_format "chat"): the prompt is one user message, so TRL applies the
+    tokenizer's chat template, as the probe does; otherwise the bare prompt text (compact format).
+    """
     if not problems:
         raise ConfigError("train_task: the task produced no training problems")
     return Dataset.from_dict(
         {
-            "prompt": [p.prompt for p in problems],
+            "prompt": [
+                [{"role": "user", "content": p.prompt}] if conversational else p.prompt for p in problems
+            ],
             "problem_id": [p.problem_id for p in problems],
             "fields": [json.dumps(p.fields, sort_keys=True) for p in problems],
         }
@@ -28,9 +34,9 @@ def problems_dataset(problems: Sequence) -> Dataset:
 
 
 def overlap_keys(problem) -> set:
-    """Keys under which two problems count as the same: the id, and for countdown the
-    order-free (numbers, target) key, so a reshuffled countdown problem still counts as seen."""
-    keys: set = {("id", problem.problem_id)}
+    """Keys under which two problems count as the same: the id, the whitespace-normalised prompt,
+    and for countdown the order-free (numbers, target) key (a reshuffled problem still counts)."""
+    keys: set = {("id", problem.problem_id), ("prompt", " ".join(problem.prompt.split()))}
     fields = problem.fields
     if "numbers" in fields and "target" in fields:
         from probe.tasks import countdown_key

@@ -102,7 +102,7 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
         )
         train_problems = kept
     check_no_overlap(train_problems, probe_problems)
-    dataset = problems_dataset(train_problems)
+    dataset = problems_dataset(train_problems, conversational=train_task.config.prompt_format == "chat")
 
     # --- model (TRL loads it from model_name_or_path with model_init_kwargs; also the reference)
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
