@@ -19,21 +19,9 @@ from train.grpo import cli, guarded_reward
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs" / "train" / "countdown_tiny.yaml"
 
-PROBE_RECIPE = """\
-task: countdown
-prompt_format: compact
-seed: 1234
-num_problems: 8
-min_numbers: 3
-max_numbers: 4
-min_value: 1
-max_value: 9
-min_target: 10
-max_target: 150
-n: 4
-max_new_tokens: 20
-"""
-TRAIN_TASK = {"num_problems": 300, "seed": 7, "unique_problems": False, "min_target": 10, "max_target": 150}
+# Drawn like conftest's tiny probe set (3 numbers, targets 1..30), another seed; probe problems held out.
+TRAIN_TASK = {"num_problems": 300, "seed": 7, "unique_problems": False, "min_numbers": 3, "max_numbers": 3,
+              "min_target": 1, "max_target": 30}  # fmt: skip
 
 
 # --- reading W&B's offline files (wandb 0.31 has no Python reader for them)
@@ -95,8 +83,8 @@ def run_train(tiny_base: Path, run_dir: Path, probe_recipe: Path, *extra: str) -
         sys.executable, "-m", "train", "--config", str(RECIPE),
         "--model_name_or_path", str(tiny_base), "--output_dir", str(run_dir),
         "--probe_recipe", str(probe_recipe), "--probe_n", "4", "--probe_steps", "2",
-        "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "16",
-        "--train_task", json.dumps(TRAIN_TASK), *extra,
+        "--max_completion_length", "16", "--save_steps", "2", "--logging_steps", "1",
+        "--per_device_train_batch_size", "16", "--train_task", json.dumps(TRAIN_TASK), *extra,
     ]  # fmt: skip
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -104,14 +92,11 @@ def run_train(tiny_base: Path, run_dir: Path, probe_recipe: Path, *extra: str) -
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_base, tmp_path_factory):
+def first_run(tiny_base, tiny_probe_recipe, tmp_path_factory):
     """Two steps: probes at steps 0 and 2, a checkpoint at 2."""
-    root = tmp_path_factory.mktemp("grpo")
-    probe_recipe = root / "probe.yaml"
-    probe_recipe.write_text(PROBE_RECIPE)
-    run_dir = root / "run"
-    run_train(tiny_base, run_dir, probe_recipe, "--max_steps", "2")
-    return run_dir, probe_recipe
+    run_dir = tmp_path_factory.mktemp("grpo") / "run"
+    run_train(tiny_base, run_dir, tiny_probe_recipe, "--max_steps", "2")
+    return run_dir, tiny_probe_recipe
 
 
 def test_training_changes_the_parameters(first_run, tiny_base):

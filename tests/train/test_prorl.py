@@ -21,37 +21,6 @@ from train.prorl import (
 NAN = math.nan
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A random tiny Qwen2 + char tokenizer saved as a model dir (placeholder until conftest lands)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", *"0123456789+-*/() =:"])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", padding_side="left"
-    )
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=0,
-    )
-    path = tmp_path_factory.mktemp("tiny_random")
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 # --- pure pieces
 
 
@@ -161,8 +130,8 @@ def _trainer(model_dir, tmp_path, **overrides) -> LeashGRPOTrainer:
     )
 
 
-def test_dynamic_sampling_masks_exactly_the_uniform_groups(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, dynamic_sampling=True)
+def test_dynamic_sampling_masks_exactly_the_uniform_groups(tiny_random_model, tmp_path):
+    trainer = _trainer(tiny_random_model, tmp_path, dynamic_sampling=True)
     inputs = [{"prompt": f"{p}=:", "problem_id": str(p)} for p in (0, 1) for _ in range(4)]  # two groups
     trainer.model.train()
     out = trainer._generate_and_score_completions(inputs)
@@ -172,8 +141,8 @@ def test_dynamic_sampling_masks_exactly_the_uniform_groups(tiny_model_dir, tmp_p
     assert trainer._metrics["train"]["prorl/dynamic_sampling/dropped_fraction"] == [0.5]
 
 
-def test_dynamic_sampling_refill_replaces_uniform_groups(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, dynamic_sampling=True, dynamic_sampling_max_tries=8)
+def test_dynamic_sampling_refill_replaces_uniform_groups(tiny_random_model, tmp_path):
+    trainer = _trainer(tiny_random_model, tmp_path, dynamic_sampling=True, dynamic_sampling_max_tries=8)
     inputs = [{"prompt": f"{p}=:", "problem_id": str(p)} for p in (0, 2) for _ in range(4)]  # both uniform
     trainer.model.train()
     out = trainer._generate_and_score_completions(inputs)
@@ -184,8 +153,8 @@ def test_dynamic_sampling_refill_replaces_uniform_groups(tiny_model_dir, tmp_pat
     assert trainer._metrics["train"]["prorl/dynamic_sampling/masked_fraction"] == [0.0]
 
 
-def test_reference_reset_copies_policy_and_empties_optimizer(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, beta=0.04, ref_reset_steps=1)
+def test_reference_reset_copies_policy_and_empties_optimizer(tiny_random_model, tmp_path):
+    trainer = _trainer(tiny_random_model, tmp_path, beta=0.04, ref_reset_steps=1)
     trainer.add_callback(ReferenceResetCallback(trainer))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
