@@ -255,12 +255,19 @@ def probe_model(
     prompt_format = getattr(getattr(task, "config", None), "prompt_format", "compact")
     store.open_records()
     bar = _progress(len(mine), len(mine) - len(todo), state.process_index, progress)
-    for i in todo:
-        prompt_ids = encode_prompt(tokenizer, problems[i].prompt, prompt_format)
-        record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
-        store.append_record(record)
-        bar.update(1)
-    bar.close()
+    was_training = getattr(model, "training", False)  # a trainer's model: no dropout while probing
+    if was_training:
+        model.eval()
+    try:
+        for i in todo:
+            prompt_ids = encode_prompt(tokenizer, problems[i].prompt, prompt_format)
+            record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
+            store.append_record(record)
+            bar.update(1)
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
 
     # --- merge (rank 0); the others wait for its summary
     if not state.is_main_process:

@@ -223,3 +223,19 @@ def test_two_accelerate_ranks_share_the_problems_and_match_one_process(random_mo
     assert _files(one) == _files(two)
     assert _summary(one) == _summary(two)
     assert pq.read_table(one / "problems.parquet").equals(pq.read_table(two / "problems.parquet"))
+
+
+def test_probe_model_takes_an_in_memory_model_and_leaves_its_mode(random_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probe.run import ProbeConfig, probe_model
+    from probe.tasks import TaskConfig, make_task
+
+    model = AutoModelForCausalLM.from_pretrained(random_model_dir).train()
+    tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
+    task = make_task(TaskConfig(num_problems=2))
+    config = ProbeConfig(n=4, max_new_tokens=8)
+    summary = probe_model(model, tokenizer, task, task.problems(), config, tmp_path / "p", progress=False)
+    assert model.training
+    assert summary == json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["num_problems"] == 2 and summary["metrics"]["num_problems"] == 2

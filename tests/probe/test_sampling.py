@@ -159,3 +159,33 @@ def test_samples_stop_at_eos_or_max_new_tokens(lm):
         assert eos not in generated[:-1]
         assert done or length == 12
         assert text == tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
+
+
+# --- vLLM backend (needs a CUDA GPU and vllm; not run on this project's CPU machines)
+
+
+@pytest.mark.gpu
+def test_vllm_entropy_with_every_logprob_equals_teacher_forced_entropy(tmp_path):
+    pytest.importorskip("vllm")
+    from tiny_lm import save_random
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probe.sampling import VLLMSampler, make_vllm_engine
+
+    path = save_random(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    vocab = len(tokenizer)
+    llm = make_vllm_engine(str(path), seed=0, gpu_memory_utilization=0.2, max_logprobs=vocab)
+    sampler = VLLMSampler(
+        llm, tokenizer, temperature=0.7, top_p=1.0, max_new_tokens=8, batch_size=16, num_logprobs=vocab
+    )
+    ids = _prompt_ids(tokenizer)
+    chunks = list(sampler.sample(ids, 16, seed=1))
+    assert [len(c.texts) for c in chunks] == [16]
+    assert chunks[0].texts == list(sampler.sample(ids, 16, seed=1))[0].texts, "same seed, same samples"
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    for generated, mean_entropy in zip(chunks[0].token_ids, chunks[0].token_entropy, strict=True):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids + generated])).logits[0, len(ids) - 1 : -1]
+        _, entropy = entropy_from_logits(logits, 0.7)
+        assert abs(entropy.double().mean().item() - mean_entropy) < 1e-3
