@@ -1,0 +1,76 @@
+"""Callbacks: the NaN guard stops without saving, W&B falls back to offline with a kept run id,
+and the W&B callback keeps leash's namespaces."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from transformers import AutoTokenizer, TrainerControl, TrainerState
+
+from train.callbacks import LeashWandbCallback, NaNGuardCallback, prepare_wandb_env
+from train.config import LeashGRPOConfig
+from train.prorl import LeashGRPOTrainer
+
+
+def _no_reward(prompts, completions, **kwargs):
+    return [None] * len(completions)  # every completion unscorable: the mean reward is NaN
+
+
+def test_nan_reward_stops_the_run_without_saving_that_step(tiny_random_model, tmp_path):
+    args = LeashGRPOConfig(
+        output_dir=str(tmp_path / "run"), model_name_or_path=str(tiny_random_model), use_cpu=True, bf16=False,
+        activation_checkpointing=False, max_steps=3, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=4, report_to="none", save_strategy="steps", save_steps=1, disable_tqdm=True,
+    )  # fmt: skip
+    dataset = Dataset.from_dict({"prompt": ["1 2=3:"] * 4, "problem_id": ["a"] * 4})
+    trainer = LeashGRPOTrainer(
+        model=str(tiny_random_model), reward_funcs=[_no_reward], args=args, train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(tiny_random_model),
+    )  # fmt: skip
+    trainer.add_callback(NaNGuardCallback(trainer))
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert trainer.stop_reason.startswith("non-finite reward at step 1")
+    assert "last good checkpoint: none" in trainer.stop_reason
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_wandb_goes_offline_under_run_and_keeps_the_run_id(tmp_path, monkeypatch):
+    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_API_KEY", "WANDB_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    run_dir = tmp_path / "run"
+    prepare_wandb_env(run_dir, "leash")
+    import os
+
+    first = os.environ["WANDB_RUN_ID"]
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["WANDB_DIR"] == str(run_dir.resolve())
+    assert os.environ["WANDB_RESUME"] == "allow"
+    assert (run_dir / "wandb_run_id").read_text().strip() == first
+    monkeypatch.delenv("WANDB_RUN_ID")
+    prepare_wandb_env(run_dir, "leash")  # a resumed run reads the same id back
+    assert os.environ["WANDB_RUN_ID"] == first
+
+
+def test_wandb_keys_keep_leash_namespaces_and_prefix_the_rest(tmp_path):
+    logged = []
+
+    class FakeRun:
+        summary: dict = {}
+
+    class FakeWandb:
+        run = FakeRun()
+
+        def log(self, row):
+            logged.append(row)
+
+    callback = LeashWandbCallback()
+    callback._wandb, callback._initialized = FakeWandb(), True
+    state = TrainerState()
+    state.global_step, state.is_world_process_zero = 7, True
+    logs = {"loss": 0.5, "probe/pass@1": 0.25, "prorl/ref_reset": 1.0, "train_runtime": 3.0}
+    callback.on_log(None, state, TrainerControl(), logs=logs)
+    assert logged == [
+        {"train/loss": 0.5, "probe/pass@1": 0.25, "prorl/ref_reset": 1.0, "train/global_step": 7}
+    ]
+    assert FakeRun.summary == {"train_runtime": 3.0}
