@@ -1,0 +1,227 @@
+"""The embedded base model builder: solutions, held-out data, tokenizer round trip, cache, quality."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from probe.cli import ConfigError
+from probe.tasks import countdown_key, countdown_prompt, make_task
+from train.base import (
+    CONFIG_FILE,
+    BaseConfig,
+    build_tokenizer,
+    cli,
+    countdown_solutions,
+    evaluate_base,
+    learning_rate_at,
+    load_task_config,
+    main,
+    make_sft_problems,
+    sample_countdown_problem,
+    sft_batch,
+)
+
+OPERATORS = ["+", "-", "*", "/"]
+
+
+# --- countdown solutions
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "expected"),
+    [
+        ([2, 2], 4, ["2*2", "2+2"]),
+        ([4, 2], 2, ["4-2", "4/2"]),
+        ([4, 2], 8, ["2*4", "4*2"]),
+        ([1, 2], 3, ["1+2", "2+1"]),
+        ([1, 2], 7, []),
+        # 3-(1+2) is written 3-1-2 and 1-(3-2) is 1-3+2: one text per tree, no redundant parentheses
+        ([1, 2, 3], 0, ["1+2-3", "1-3+2", "2+1-3", "2-3+1", "3-1-2", "3-2-1"]),
+        ([3, 1, 1], 6, ["(1+1)*3", "3*(1+1)"]),
+    ],
+)
+def test_countdown_solutions_are_every_valid_expression_by_hand(numbers, target, expected):
+    assert countdown_solutions(numbers, target, OPERATORS) == expected
+
+
+def test_countdown_solutions_are_correct_and_distinct_for_the_verifier(tiny_probe_recipe):
+    task_config = load_task_config(tiny_probe_recipe)
+    task = make_task(task_config)
+    for problem in task.problems()[:10]:
+        solutions = countdown_solutions(problem.fields["numbers"], problem.fields["target"], OPERATORS)
+        verdicts = task.judge_many(problem, solutions)
+        assert solutions and all(v.correct for v in verdicts), problem.problem_id
+        assert len({v.answer for v in verdicts}) == len(solutions)  # distinct canonical answers
+
+
+def test_countdown_solutions_division_is_exact_and_never_by_zero():
+    # 8/(3-8/3) = 24 needs the fraction 1/3; 5/(1-1) must not appear, (1-1)/5 = 0 must
+    assert "8/(3-8/3)" in countdown_solutions([8, 3, 8, 3], 24, OPERATORS)
+    assert countdown_solutions([5, 1, 1], 0, ["/", "-"]) == ["(1-1)/5"]
+    every = [text for target in range(-10, 11) for text in countdown_solutions([5, 1, 1], target, ["/", "-"])]
+    assert "5/(1-1)" not in every
+
+
+# --- SFT problems
+
+
+def test_sampled_problems_respect_the_task_ranges(tiny_probe_recipe):
+    task_config = load_task_config(tiny_probe_recipe)
+    rng = random.Random(0)
+    for _ in range(300):
+        numbers, target = sample_countdown_problem(rng, task_config)
+        assert task_config.min_numbers <= len(numbers) <= task_config.max_numbers
+        assert all(task_config.min_value <= x <= task_config.max_value for x in numbers)
+        assert task_config.min_target <= target <= task_config.max_target
+        assert countdown_solutions(numbers, target, task_config.operators)
+
+
+def test_sft_problems_hold_out_every_probe_key(tiny_probe_recipe):
+    task_config = load_task_config(tiny_probe_recipe)
+    held_out = {
+        countdown_key(p.fields["numbers"], p.fields["target"]) for p in make_task(task_config).problems()
+    }
+    problems = make_sft_problems(task_config, 2000, seed=1, held_out=held_out)
+    assert len(problems) == 2000
+    assert not {countdown_key(numbers, target) for numbers, target, _ in problems} & held_out
+    # without the exclusion the same draw does hit probe keys, so the check above can fail
+    unfiltered = make_sft_problems(task_config, 2000, seed=1, held_out=set())
+    assert {countdown_key(numbers, target) for numbers, target, _ in unfiltered} & held_out
+
+
+def test_sft_batch_masks_the_prompt_and_ends_the_completion_with_eos():
+    tokenizer = build_tokenizer()
+    problems = [([3, 5, 7, 2], 24, ["(3+5)*(7-2)"]), ([2, 2], 4, ["2+2"])]
+    vocab = tokenizer.get_vocab()
+    input_ids, attention_mask, labels = sft_batch(
+        problems, random.Random(0), 8, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
+    assert input_ids.shape == attention_mask.shape == labels.shape
+    for row in range(8):
+        length = int(attention_mask[row].sum())
+        text = tokenizer.decode(input_ids[row, :length])
+        prompt, completion = text.split(":")
+        completion_ids = labels[row][labels[row] != -100]
+        assert tokenizer.decode(completion_ids) == completion
+        assert completion_ids[-1] == tokenizer.eos_token_id
+        assert completion.removesuffix("<eos>") in ("(3+5)*(7-2)", "2+2")
+        assert (labels[row, length:] == -100).all() and (
+            input_ids[row, length:] == tokenizer.pad_token_id
+        ).all()
+        assert labels[row, : len(prompt) + 1].eq(-100).all()
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = BaseConfig(learning_rate=1e-3, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert learning_rate_at(0, config) == pytest.approx(1e-4, rel=1e-9)
+    assert learning_rate_at(9, config) == pytest.approx(1e-3, rel=1e-9)
+    assert learning_rate_at(60, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=1e-9)
+    assert learning_rate_at(110, config) == pytest.approx(1e-4, rel=1e-9)
+
+
+# --- the built directory
+
+
+def test_base_opens_with_auto_classes_and_identical_token_ids(tiny_base):
+    text = countdown_prompt([3, 5, 7, 2], 24) + "(3+5)*(7-2)"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    reference = build_tokenizer()
+    assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
+    assert reference.convert_tokens_to_ids(" ") in tokenizer(text)["input_ids"]  # the space survives
+    assert len(tokenizer(text)["input_ids"]) == len(text)  # one token per character
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token and tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    inputs = tokenizer(["3 5 7=8:", "9 1 2 4=30:"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=12)
+    completions = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert all(c and set(c) <= set("0123456789+-*/() =:") for c in completions)
+
+
+def test_base_record_names_its_probe_task_and_fingerprint(tiny_base, tiny_probe_recipe):
+    record = json.loads((tiny_base / CONFIG_FILE).read_text())
+    assert record["finished"] is True and len(record["fingerprint"]) == 16
+    assert record["task"]["seed"] == load_task_config(tiny_probe_recipe).seed
+    assert record["base"]["probe_recipe"] == str(tiny_probe_recipe)
+
+
+def test_trained_base_beats_an_untrained_model_at_pass_at_8(tiny_base, tiny_random_model, tiny_probe_recipe):
+    task = make_task(load_task_config(tiny_probe_recipe))
+    problems = task.problems()
+    results = {}
+    for name, path in (("trained", tiny_base), ("untrained", tiny_random_model)):
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        results[name] = evaluate_base(model, tokenizer, task, problems, n=8, max_new_tokens=16, seed=0)
+    assert results["trained"]["pass@8"] > results["untrained"]["pass@8"]
+    assert results["trained"]["pass@8"] >= 0.25
+    assert results["trained"]["distinct_correct"] > results["untrained"]["distinct_correct"]
+
+
+# --- cache and refusals
+
+
+def test_rerun_with_the_same_config_reuses_the_directory(tiny_base, tiny_base_config, capsys):
+    before = (tiny_base / "model.safetensors").stat().st_mtime_ns
+    assert main(tiny_base_config) == tiny_base
+    assert "reused" in capsys.readouterr().out
+    assert (tiny_base / "model.safetensors").stat().st_mtime_ns == before
+
+
+def _small(output_dir: Path | str, probe_recipe: Path, **changes) -> BaseConfig:
+    values = dict(
+        num_train_problems=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        max_steps=2,
+        batch_size=4,
+        log_every=0,
+    )
+    return BaseConfig(output_dir=str(output_dir), probe_recipe=str(probe_recipe), **{**values, **changes})
+
+
+def test_a_different_config_is_refused_without_overwrite(tmp_path, tiny_probe_recipe):
+    output_dir = tmp_path / "base"
+    main(_small(output_dir, tiny_probe_recipe))
+    before = (output_dir / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        main(_small(output_dir, tiny_probe_recipe, seed=1))
+    assert (output_dir / "model.safetensors").read_bytes() == before
+    main(_small(output_dir, tiny_probe_recipe, seed=1, overwrite=True))
+    assert json.loads((output_dir / CONFIG_FILE).read_text())["base"]["seed"] == 1
+    assert (output_dir / "model.safetensors").read_bytes() != before
+
+
+def test_a_directory_that_is_not_a_base_model_is_refused(tmp_path, tiny_probe_recipe):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a base model directory"):
+        main(_small(tmp_path, tiny_probe_recipe))
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_bad_settings_are_named(tmp_path, tiny_probe_recipe):
+    with pytest.raises(ConfigError, match="output_dir"):
+        main(_small("", tiny_probe_recipe))
+    with pytest.raises(ConfigError, match="probe_recipe"):
+        main(_small(tmp_path / "a", tmp_path / "missing.yaml"))
+    math_recipe = tmp_path / "math.yaml"
+    math_recipe.write_text("task: math\n")
+    with pytest.raises(ConfigError, match="countdown"):
+        main(_small(tmp_path / "b", math_recipe))
+
+
+def test_cli_rejects_an_unknown_recipe_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("max_steps: 2\nnot_a_field: 1\n")
+    with pytest.raises(SystemExit, match="not_a_field"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
