@@ -239,3 +239,44 @@ def test_probe_model_takes_an_in_memory_model_and_leaves_its_mode(random_model_d
     assert model.training
     assert summary == json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["num_problems"] == 2 and summary["metrics"]["num_problems"] == 2
+
+
+def test_probe_of_the_tiny_base_finds_correct_answers_and_verifies_them(
+    tiny_base, tiny_probe_recipe, tmp_path
+):
+    from probe.cli import parse
+    from probe.tasks import TaskConfig, make_task
+
+    out = tmp_path / "probe"
+    args = [
+        "run",
+        "--config",
+        str(tiny_probe_recipe),
+        "--model",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        "--n",
+        "16",
+        "--num_problems",
+        "8",
+        "--max_new_tokens",
+        "16",
+        "--progress",
+        "false",
+    ]
+    assert cli(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert 0 < metrics["pass@1"] <= metrics["pass@4"] <= metrics["pass@16"] <= 1
+    assert metrics["support_size"] == sum(r["c"] >= 1 for r in load_problems(out)) >= 1
+    assert metrics["distinct_correct"] >= 1 / 8 and 0 <= metrics["missing_mass"] <= 1
+    assert 0 < metrics["token_entropy"] < math.log(64) and metrics["answer_entropy"] > 0
+    (task_config,) = parse((TaskConfig,), ["--config", str(tiny_probe_recipe), "--num_problems", "8"])
+    task = make_task(task_config)
+    problems = {p.problem_id: p for p in task.problems()}
+    for index, row in enumerate(load_problems(out)):
+        for sample in read_samples(out / "samples" / f"p{index:06d}.jsonl.gz"):
+            if sample["finished"]:  # the stored verdict is the task's verdict of the stored text
+                verdict = task.judge(problems[row["problem_id"]], sample["completion"])
+                assert (verdict.answer, verdict.correct) == (sample["answer"], sample["correct"])
