@@ -167,7 +167,8 @@ class VLLMSampler:
     """vLLM backend: one request per problem with `n` samples (vLLM batches requests itself).
 
     Entropy: vLLM returns, per generated position, only the top-`num_logprobs` log-probabilities
-    (at most its `max_logprobs`, 20 by default), not the full distribution. With
+    (at most its `max_logprobs`, 20 by default), plus the sampled token's when it is outside them
+    (so K or K + 1 values), not the full distribution. With
     `logprobs_mode="processed_logprobs"` (set by `make_vllm_engine`) they are taken after
     temperature scaling (and after top-p when top_p < 1). The figure reported here is a *truncated
     estimate*: the entropy of those top-K probabilities renormalised to sum to 1, which is below the
