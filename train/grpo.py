@@ -87,9 +87,11 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
     set_seed(config.seed)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(config.get_process_log_level())
-    if PartialState().is_main_process:
+    state = PartialState()
+    logger.info("process %d of %d (%s)", state.process_index, state.num_processes, state.distributed_type)
+    if state.is_main_process:  # writes RUN/wandb_run_id once; the other ranks read it
         prepare_wandb_env(run_dir, config.wandb_project)
-    PartialState().wait_for_everyone()
+    state.wait_for_everyone()
     prepare_wandb_env(run_dir, config.wandb_project)
 
     # --- data

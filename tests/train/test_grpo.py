@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -209,3 +210,26 @@ def test_a_reward_that_raises_on_one_completion_gives_none_for_it_and_counts_it(
     assert rewards == [2.0, None, 1.0]
     assert logged == [("rewards/length/errors", 1.0)]
     assert guarded.__name__ == "length"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_probe_together(tiny_base, tiny_probe_recipe, tmp_path):
+    """`accelerate launch` with configs/accelerate/cpu2.yaml: count the ranks actually started."""
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "configs" / "accelerate" / "cpu2.yaml"), "-m", "train", "--config", str(RECIPE),
+        "--model_name_or_path", str(tiny_base), "--output_dir", str(run_dir),
+        "--probe_recipe", str(tiny_probe_recipe), "--probe_n", "4", "--probe_steps", "2",
+        "--max_completion_length", "16", "--save_steps", "2", "--logging_steps", "1",
+        "--per_device_train_batch_size", "8", "--max_steps", "2", "--report_to", "none",
+        "--train_task", json.dumps(TRAIN_TASK),
+    ]  # fmt: skip
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    started = set(re.findall(r"train INFO: process (\d+ of \d+)", result.stderr))
+    assert started == {"0 of 2", "1 of 2"}
+    assert (run_dir / "checkpoint-2").is_dir()
+    for step in ("step-000000", "step-000002"):
+        summary = json.loads((run_dir / "probes" / step / "summary.json").read_text())
+        assert summary["num_problems"] == 24
