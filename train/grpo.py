@@ -160,6 +160,7 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
 
     # --- save: a plain HF model dir (LoRA: the adapter, naming its base in adapter_config.json)
     trainer.save_model(str(run_dir))
+    trainer.save_state()  # RUN/trainer_state.json: the whole log history, train_runtime included
     logger.info("done: %d steps, model saved to %s", trainer.state.global_step, run_dir)
     return trainer
 
