@@ -2,11 +2,13 @@
 
 HF backend, per problem:
 - the prompt is run once (prefill, batch 1); its KV cache and last-position logits are shared
-  by every sample of that problem: each chunk of up to `batch_size` samples starts from a copy of
-  that cache repeated over the chunk's rows, so no prompt token is recomputed per sample;
-- all rows of a chunk share one prompt, so there is no padding and no attention mask; a row that
-  emits EOS leaves the batch (its cache rows are dropped), the chunk ends when no row is left or
-  after `max_new_tokens` tokens;
+  by every sample of that problem, so no prompt token is recomputed per sample;
+- beyond the prompt, the model runs once per distinct prefix of a chunk's up-to-`batch_size` rows,
+  not once per row (rows that drew the same tokens so far share one cache entry; each row still
+  draws its own next token): exact i.i.d. sampling, and with many samples of a peaked model far
+  fewer forward rows than samples;
+- all rows share one prompt, so there is no padding and no attention mask; a row that emits EOS
+  leaves the batch, the chunk ends when no row is left or after `max_new_tokens` tokens;
 - token entropy `H_t = -sum_v p_t(v) log p_t(v)` with `p_t = softmax(logits_t / T)` comes from the
   logits of this very pass, in float32, before top-p truncation (no second forward pass);
 - randomness comes from one `torch.Generator` per problem, seeded from (seed, problem_id) by
@@ -125,32 +127,40 @@ class HFSampler:
         prompt_cache, prompt_logits = forward_with_cache(self.model, prompt, None, logits_to_keep=1)
         for start in range(0, n, self.batch_size):
             rows = min(self.batch_size, n - start)
-            cache = copy.deepcopy(prompt_cache)
-            cache.batch_repeat_interleave(rows)
-            yield self._decode(cache, prompt_logits.expand(rows, -1), generator)
+            yield self._decode(copy.deepcopy(prompt_cache), prompt_logits, rows, generator)
 
-    def _decode(self, cache, logits: torch.Tensor, generator: torch.Generator) -> SampleChunk:
-        rows, device = logits.shape[0], self.device
+    def _decode(self, cache, logits: torch.Tensor, rows: int, generator: torch.Generator) -> SampleChunk:
+        """Sample `rows` completions; the model runs once per distinct prefix, not once per row.
+
+        Rows with the same prefix have the same next-token distribution, so the cache holds one
+        entry per distinct prefix (a *state*) and each row samples on its own from its state's
+        distribution: exactly i.i.d. sampling, with the generator's draws laid out as if every row
+        had its own forward pass. `cache`/`logits` start as the prompt's single state.
+        """
+        device, vocab = self.device, logits.shape[-1]
         tokens = torch.full((rows, self.max_new_tokens), -1, dtype=torch.long, device=device)
         entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
         lengths = torch.zeros(rows, dtype=torch.long, device=device)
         finished = torch.zeros(rows, dtype=torch.bool, device=device)
         active = torch.arange(rows, device=device)  # chunk rows still generating
+        row_state = torch.zeros(rows, dtype=torch.long, device=device)  # (active,) -> state index
         for step in range(self.max_new_tokens):
-            probs, entropy = entropy_from_logits(logits, self.temperature)  # (active, vocab), (active,)
-            next_tokens = torch.multinomial(top_p_filter(probs, self.top_p), 1, generator=generator)[:, 0]
+            probs, entropy = entropy_from_logits(logits, self.temperature)  # (states, vocab), (states,)
+            row_probs = top_p_filter(probs, self.top_p)[row_state]  # (active, vocab)
+            next_tokens = torch.multinomial(row_probs, 1, generator=generator)[:, 0]  # (active,)
             tokens[active, step] = next_tokens
-            entropy_sum[active] += entropy.double()
+            entropy_sum[active] += entropy.double()[row_state]
             lengths[active] += 1
             done = torch.isin(next_tokens, self.eos)  # (active,)
             finished[active[done]] = True
             if done.all() or step == self.max_new_tokens - 1:
                 break
-            if done.any():
-                keep = (~done).nonzero()[:, 0]
-                cache.batch_select_indices(keep)
-                active, next_tokens = active[keep], next_tokens[keep]
-            cache, logits = forward_with_cache(self.model, next_tokens[:, None], cache)
+            keep = (~done).nonzero()[:, 0]
+            active, row_state, next_tokens = active[keep], row_state[keep], next_tokens[keep]
+            # the next states: distinct (state, token) pairs among the running rows
+            children, row_state = torch.unique(row_state * vocab + next_tokens, return_inverse=True)
+            cache.batch_select_indices(children // vocab)
+            cache, logits = forward_with_cache(self.model, (children % vocab)[:, None], cache)
         return self._chunk(tokens, lengths, entropy_sum, finished)
 
     def _chunk(self, tokens, lengths, entropy_sum, finished) -> SampleChunk:
