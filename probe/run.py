@@ -130,9 +130,9 @@ class ProblemTally:
 
     def judge(self, task, problem, chunk: SampleChunk) -> list:
         """Verdicts for a chunk: one judge_many call for the answers not verified before."""
+        answer_of = {text: task.extract(text) for text in set(chunk.texts)}  # once per distinct text
         extracted = [
-            task.extract(text) if done else None
-            for text, done in zip(chunk.texts, chunk.finished, strict=True)
+            answer_of[t] if done else None for t, done in zip(chunk.texts, chunk.finished, strict=True)
         ]
         new: dict[str | None, str] = {}
         for answer, text, done in zip(extracted, chunk.texts, chunk.finished, strict=True):

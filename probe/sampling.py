@@ -166,9 +166,20 @@ class HFSampler:
     def _chunk(self, tokens, lengths, entropy_sum, finished) -> SampleChunk:
         lengths_np = lengths.cpu().numpy().astype(np.int64)
         finished_np = finished.cpu().numpy()
-        token_ids = [row[:length].tolist() for row, length in zip(tokens.cpu(), lengths_np, strict=True)]
-        text_ids = [ids[:-1] if done else ids for ids, done in zip(token_ids, finished_np, strict=True)]
-        texts = self.tokenizer.batch_decode(text_ids, skip_special_tokens=True)
+        rows = tokens.cpu().tolist()
+        token_ids = [row[:length] for row, length in zip(rows, lengths_np.tolist(), strict=True)]
+        # decode each distinct completion once (many samples repeat one another)
+        text_ids = {
+            tuple(ids[:-1] if done else ids) for ids, done in zip(token_ids, finished_np, strict=True)
+        }
+        distinct = list(text_ids)
+        decoded = dict(
+            zip(distinct, self.tokenizer.batch_decode(distinct, skip_special_tokens=True), strict=True)
+        )
+        texts = [
+            decoded[tuple(ids[:-1] if done else ids)]
+            for ids, done in zip(token_ids, finished_np, strict=True)
+        ]
         mean_entropy = (entropy_sum.cpu().numpy() / np.maximum(lengths_np, 1)).astype(np.float64)
         return SampleChunk(token_ids, texts, lengths_np, mean_entropy, finished_np)
 
