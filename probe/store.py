@@ -81,11 +81,16 @@ class SampleShard:
         self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
         self._text = io.TextIOWrapper(self._gzip, encoding="utf-8", newline="\n")
         self.count = 0
+        # one encoder for every line (json.dumps with options builds a new one per call)
+        self._encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False).encode
 
     def write(self, rows: Iterable[Mapping]) -> None:
+        lines = []
         for row in rows:
-            self._text.write(dumps({"sample": self.count, **row}) + "\n")
+            lines.append(self._encode({"sample": self.count, **row}))
             self.count += 1
+        if lines:
+            self._text.write("\n".join(lines) + "\n")
 
     def commit(self) -> None:
         # Closing the text wrapper closes the gzip stream (trailer written, no sync-flush markers,
