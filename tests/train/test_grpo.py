@@ -127,6 +127,8 @@ def test_wandb_offline_files_hold_probe_keys_at_the_probe_steps(first_run):
     for key in ("probe/pass@4", "probe/support_size", "probe/vs_base/P", "probe/vs_base/O", "probe/seconds"):
         assert key in row, key
     assert "train/loss" in row  # the probe joined the trainer's own row at step 2
+    figures = [r for r in history_rows(run_dir) if "plots/pass_at_k/_type" in r]
+    assert [(r["train/global_step"], r["plots/pass_at_k/_type"]) for r in figures] == [(2, "image-file")]
 
 
 def test_resume_continues_without_gap_or_repeat(first_run, tiny_base):
