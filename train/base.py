@@ -69,7 +69,7 @@ class BaseConfig:
     max_position_embeddings: int = field(
         default=128, metadata={"help": "Longest sequence the model supports."}
     )
-    max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps."})
+    max_steps: int = field(default=500, metadata={"help": "SFT optimizer steps."})
     batch_size: int = field(default=128, metadata={"help": "Examples per SFT step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
