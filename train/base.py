@@ -109,8 +109,9 @@ def load_task_config(probe_recipe: str | Path) -> TaskConfig:
 
 
 def resolve(config: BaseConfig, task_config: TaskConfig) -> dict:
-    """What decides the build: the base config (less where and whether to write) and the probe task."""
-    base = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir", "overwrite")}
+    """What decides the build: the base config (less where/whether to write and how to run) and the task."""
+    not_deciding = ("output_dir", "overwrite", "log_every", "num_threads")
+    base = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_deciding}
     return {"base": base, "task": dataclasses.asdict(task_config)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -19,10 +20,12 @@ from train.base import (
     cli,
     countdown_solutions,
     evaluate_base,
+    fingerprint,
     learning_rate_at,
     load_task_config,
     main,
     make_sft_problems,
+    resolve,
     sample_countdown_problem,
     sft_batch,
 )
@@ -200,6 +203,14 @@ def test_a_different_config_is_refused_without_overwrite(tmp_path, tiny_probe_re
     main(_small(output_dir, tiny_probe_recipe, seed=1, overwrite=True))
     assert json.loads((output_dir / CONFIG_FILE).read_text())["base"]["seed"] == 1
     assert (output_dir / "model.safetensors").read_bytes() != before
+
+
+def test_only_settings_that_decide_the_model_change_the_fingerprint(tiny_probe_recipe):
+    task_config = load_task_config(tiny_probe_recipe)
+    base = fingerprint(resolve(BaseConfig(), task_config))
+    assert fingerprint(resolve(BaseConfig(output_dir="x", log_every=7, num_threads=1), task_config)) == base
+    assert fingerprint(resolve(BaseConfig(max_steps=7), task_config)) != base
+    assert fingerprint(resolve(BaseConfig(), dataclasses.replace(task_config, seed=5))) != base
 
 
 def test_a_directory_that_is_not_a_base_model_is_refused(tmp_path, tiny_probe_recipe):
