@@ -69,7 +69,8 @@ def make_trainers(model: str, config, dataset, reward, tokenizer):
     leash = LeashGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                              processing_class=tokenizer)  # fmt: skip
     leash.add_callback(NaNGuardCallback(leash))
-    names = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    # generation_batch_size is derived from steps_per_generation at init: pass one of the two
+    names = {f.name for f in dataclasses.fields(GRPOConfig) if f.init} - {"generation_batch_size"}
     plain_config = GRPOConfig(**{k: v for k, v in vars(config).items() if k in names})
     plain = GRPOTrainer(model=model, reward_funcs=[reward], args=plain_config, train_dataset=dataset,
                         processing_class=tokenizer)  # fmt: skip
@@ -79,6 +80,7 @@ def make_trainers(model: str, config, dataset, reward, tokenizer):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
+    import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from probe.run import probe_model
@@ -110,16 +112,16 @@ def main(argv=None) -> dict:
     )
 
     # --- 2. probe overhead at the demo's schedule (the recipe's probe_n, probe_steps, max_steps)
-    demo = recipe(args.model, str(scratch / "demo"), 1)
-    (demo_steps,) = [int(v) for v in parse_recipe_value("max_steps")]
-    probe_config = dataclasses.replace(probe_config, n=demo.probe_n or probe_config.n)
+    demo = yaml.safe_load(RECIPE.read_text())  # the schedule as the recipe sets it
+    demo_steps, probe_steps = int(demo["max_steps"]), int(demo["probe_steps"])
+    probe_config = dataclasses.replace(probe_config, n=demo.get("probe_n") or probe_config.n)
     policy = AutoModelForCausalLM.from_pretrained(args.model).eval()
     start = time.perf_counter()
     with preserved_rng(), torch.no_grad():
         probe_model(policy, tokenizer, probe_task, probe_task.problems(), probe_config, scratch / "probe",
                     progress=False)  # fmt: skip
     probe_s = time.perf_counter() - start
-    probes = len({0, *range(demo.probe_steps, demo_steps + 1, demo.probe_steps), demo_steps})
+    probes = len({0, *range(probe_steps, demo_steps + 1, probe_steps), demo_steps})
     share = probes * probe_s / (probes * probe_s + demo_steps * leash_s)
     print(
         f"one probe (n {probe_config.n} x {len(probe_task.problems())} problems): {probe_s:.1f} s; "
@@ -131,12 +133,6 @@ def main(argv=None) -> dict:
         result["probe_share_measured"] = measured_share(Path(args.run))
         print(f"measured in {args.run}: probe share {result['probe_share_measured']:.1%}")
     return result
-
-
-def parse_recipe_value(key: str) -> list:
-    import yaml
-
-    return [yaml.safe_load(RECIPE.read_text())[key]]
 
 
 def measured_share(run_dir: Path) -> float:
