@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 RUNS    ?= runs
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup base demo test test-slow bench lint clean
 
 setup: $(STAMP)
 
@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 # base model (cached) -> GRPO with periodic probes -> base vs every probe point.
 # Rerunning resumes: finished stages are reused, never redone.
-demo: setup
+base: setup
 	$(BIN)/python -m train.base --config configs/base/countdown_tiny.yaml --output_dir $(RUNS)/base/countdown_tiny
+
+demo: base
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml -m train \
 		--config configs/train/countdown_tiny.yaml --output_dir $(RUNS)/countdown_tiny
-	$(BIN)/python -m probe compare $(RUNS)/countdown_tiny/probes/step-000000 $(RUNS)/countdown_tiny \
+	$(BIN)/python -m probe compare $(RUNS)/countdown_tiny \
 		--output_dir $(RUNS)/countdown_tiny/compare
 	$(BIN)/python -m probe plot $(RUNS)/countdown_tiny --output_dir $(RUNS)/countdown_tiny/plots
 
@@ -35,8 +37,12 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-bench: setup
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+# Ratios against baselines run in the same process, on the embedded base model; the train bench
+# reads the measured probe share from the demo run when one exists.
+bench: base
+	$(BIN)/python benchmarks/bench_probe.py --model $(RUNS)/base/countdown_tiny
+	$(BIN)/python benchmarks/bench_train.py --model $(RUNS)/base/countdown_tiny \
+		$$(test -d $(RUNS)/countdown_tiny && echo --run $(RUNS)/countdown_tiny)
 
 lint: setup
 	$(BIN)/ruff check .
