@@ -56,7 +56,9 @@ def check_types(config: Any) -> None:
     """Raise ConfigError naming the first field whose value does not match its annotation."""
     hints = typing.get_type_hints(type(config))
     # Only fields that leash declares: inherited TRL/transformers fields validate themselves.
-    ours = {name for cls in type(config).__mro__ if _is_ours(cls) for name in vars(cls).get("__annotations__", {})}
+    ours = {
+        name for cls in type(config).__mro__ if _is_ours(cls) for name in vars(cls).get("__annotations__", {})
+    }
     for field in dataclasses.fields(config):
         if not field.init or field.name not in hints or field.name not in ours:
             continue

@@ -19,10 +19,18 @@ def test_metric_spec_copy_equals_the_shared_spec():
 
 def test_readme_tree_names_every_source_file():
     tracked = subprocess.run(
-        ["git", "ls-files", "train", "probe", "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "train", "probe", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     readme = (ROOT / "README.md").read_text()
-    missing = [p for p in tracked if p.endswith(".py") and Path(p).name != "__init__.py" and Path(p).name not in readme]
+    missing = [
+        p
+        for p in tracked
+        if p.endswith(".py") and Path(p).name != "__init__.py" and Path(p).name not in readme
+    ]
     assert not missing, f"README file tree does not mention: {missing}"
 
 
