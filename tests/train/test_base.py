@@ -19,7 +19,6 @@ from train.base import (
     build_tokenizer,
     cli,
     countdown_solutions,
-    evaluate_base,
     fingerprint,
     learning_rate_at,
     load_task_config,
@@ -155,14 +154,20 @@ def test_base_record_names_its_probe_task_and_fingerprint(tiny_base, tiny_probe_
     assert record["base"]["probe_recipe"] == str(tiny_probe_recipe)
 
 
-def test_trained_base_beats_an_untrained_model_at_pass_at_8(tiny_base, tiny_random_model, tiny_probe_recipe):
+def test_trained_base_beats_an_untrained_model_at_pass_at_8(
+    tiny_base, tiny_random_model, tiny_probe_recipe, tmp_path
+):
+    from probe.run import ProbeConfig, probe_model
+
     task = make_task(load_task_config(tiny_probe_recipe))
     problems = task.problems()
+    config = ProbeConfig(n=8, max_new_tokens=16)
     results = {}
     for name, path in (("trained", tiny_base), ("untrained", tiny_random_model)):
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        results[name] = evaluate_base(model, tokenizer, task, problems, n=8, max_new_tokens=16, seed=0)
+        summary = probe_model(model, tokenizer, task, problems, config, tmp_path / name, progress=False)
+        results[name] = summary["metrics"]
     assert results["trained"]["pass@8"] > results["untrained"]["pass@8"]
     assert results["trained"]["pass@8"] >= 0.25
     assert results["trained"]["distinct_correct"] > results["untrained"]["distinct_correct"]
