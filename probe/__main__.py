@@ -17,11 +17,16 @@ def _run(argv: list[str]) -> None:
 
 
 def _ppl(argv: list[str]) -> None:
+    import dataclasses
+
     from probe.cli import parse
     from probe.ppl import PplArguments, main
+    from probe.run import ProbeConfig
     from probe.tasks import TaskConfig
 
-    task_config, ppl_args = parse((TaskConfig, PplArguments), argv)
+    # A probe recipe works here too: its sampling section (ProbeConfig) does not apply to ppl.
+    sampling_keys = {field.name for field in dataclasses.fields(ProbeConfig)}
+    task_config, ppl_args = parse((TaskConfig, PplArguments), argv, recipe_ignores=sampling_keys)
     main(task_config, ppl_args)
 
 

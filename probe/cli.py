@@ -9,11 +9,16 @@ that names the offending key.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import tempfile
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import yaml
 from trl import TrlParser
 
 
@@ -70,14 +75,41 @@ def check_types(config: Any) -> None:
             )
 
 
-def parse(dataclass_types: tuple[type, ...], args: Sequence[str] | None = None) -> tuple[Any, ...]:
+def parse(
+    dataclass_types: tuple[type, ...],
+    args: Sequence[str] | None = None,
+    recipe_ignores: Iterable[str] = (),
+) -> tuple[Any, ...]:
     """Parse `--config recipe.yaml` plus command-line overrides into instances of `dataclass_types`.
 
-    Only our own dataclasses are type-checked; TRL/transformers configs validate themselves.
+    `recipe_ignores` names recipe keys that belong to another command sharing the recipe (`probe ppl`
+    reads a probe recipe's task section and skips its sampling section); they are dropped from the
+    recipe only, never from the command line. Only our own dataclasses are type-checked;
+    TRL/transformers configs validate themselves.
     """
+    args = list(sys.argv[1:] if args is None else args)
+    ignores = set(recipe_ignores)
+    if ignores and "--config" in args:
+        at = args.index("--config")
+        if at + 1 >= len(args):
+            raise ConfigError("--config needs a recipe path")
+        recipe_path = args[at + 1]
+        try:
+            recipe = yaml.safe_load(Path(recipe_path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read recipe {recipe_path}: {error}") from None
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"recipe {recipe_path} must be a YAML mapping")
+        kept = {key: value for key, value in recipe.items() if key not in ignores}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(kept, handle)
+        try:
+            return parse(dataclass_types, args[:at] + ["--config", handle.name] + args[at + 2 :])
+        finally:
+            os.unlink(handle.name)
     parser = TrlParser(dataclass_types)
     try:
-        configs = parser.parse_args_and_config(args=list(args) if args is not None else None)
+        configs = parser.parse_args_and_config(args=args)
     except SystemExit as error:  # argparse already printed what was wrong
         raise ConfigError(f"invalid command line or recipe (argparse exit {error.code})") from None
     except ValueError as error:

@@ -76,3 +76,29 @@ def test_wrong_type_in_recipe_is_named(tmp_path):
     recipe.write_text("n: 1.5\n")
     with pytest.raises(ConfigError, match=r"ProbeConfig\.n"):
         parse((TaskConfig, ProbeConfig), ["--config", str(recipe)])
+
+
+def test_ppl_reads_a_probe_recipe_task_section_and_skips_its_sampling_section():
+    import dataclasses
+
+    from probe.ppl import PplArguments
+    from probe.run import ProbeConfig
+    from probe.tasks import TaskConfig
+
+    sampling = {field.name for field in dataclasses.fields(ProbeConfig)}
+    recipe = CONFIGS / "probe" / "countdown_tiny.yaml"
+    task, ppl = parse(
+        (TaskConfig, PplArguments), ["--config", str(recipe), "--batch_size", "3"], recipe_ignores=sampling
+    )
+    assert task.seed == yaml.safe_load(recipe.read_text())["seed"]
+    assert ppl.batch_size == 3  # from the command line, not the recipe's sampling batch_size
+
+
+def test_ignored_recipe_keys_do_not_hide_unknown_ones(tmp_path):
+    from probe.ppl import PplArguments
+    from probe.tasks import TaskConfig
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("n: 4\nnot_a_field: 1\n")
+    with pytest.raises(ConfigError, match="not_a_field"):
+        parse((TaskConfig, PplArguments), ["--config", str(recipe)], recipe_ignores={"n"})
