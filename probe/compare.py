@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from probe.metrics import (
     answer_level_support,
@@ -34,12 +33,9 @@ from probe.metrics import (
     support_classes,
     support_rates,
 )
+from probe.store import ProbeDirError, load_problems
 
 DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
-
-
-class ProbeDirError(ValueError):
-    """A probe or run dir cannot be read, or two probes cannot be compared; names what is wrong."""
 
 
 @dataclass
@@ -80,8 +76,8 @@ def load_probe(path: str | Path, label: str | None = None, step: int | None = No
         raise ProbeDirError(f"{path}: summary.json present but problems.parquet missing")
     try:
         summary = json.loads(summary_path.read_text())
-        rows = pq.read_table(problems_path).to_pylist()
-    except (json.JSONDecodeError, OSError, ValueError) as error:
+        rows = load_problems(path)
+    except (json.JSONDecodeError, KeyError, OSError, TypeError, ValueError) as error:
         raise ProbeDirError(f"{path}: cannot read summary.json / problems.parquet: {error}") from error
     if not rows:
         raise ProbeDirError(f"{path}: problems.parquet holds no problems")
@@ -90,11 +86,9 @@ def load_probe(path: str | Path, label: str | None = None, step: int | None = No
         raise ProbeDirError(f"{path}/problems.parquet: missing columns {sorted(missing)}")
     try:
         for row in rows:
-            if isinstance(row["answers"], str):
-                row["answers"] = json.loads(row["answers"])
             check_record(row)
         common_budget(rows)
-    except (json.JSONDecodeError, ValueError) as error:
+    except ValueError as error:
         raise ProbeDirError(f"{path}/problems.parquet: {error}") from error
     return ProbeResult(path=path, label=label or path.name, summary=summary, records=rows, step=step)
 
