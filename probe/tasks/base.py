@@ -1,0 +1,204 @@
+"""What every task shares: its config, problems, verdicts, the Task interface, answer extraction,
+and the base of the tasks whose scorer runs in an isolated worker process.
+
+`Task.judge` never raises on model output: anything unparseable is `Verdict("NA", False)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from probe.sandbox import IsolatedScorer, ScorerCrashed, ScorerTimeout
+
+logger = logging.getLogger(__name__)
+
+NA = "NA"
+PROMPT_FORMATS = ("compact", "chat")
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+BOXED = "\\boxed{"
+
+
+@dataclass(frozen=True)
+class Problem:
+    problem_id: str  # stable; countdown: f"countdown/{'_'.join(map(str, numbers))}/{target}"
+    prompt: str  # text given to the model
+    fields: dict  # JSON-serialisable verifier inputs (countdown: {"numbers": [...], "target": int})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    answer: str  # canonical answer, or "NA" (unparseable / unfinished / no answer)
+    correct: bool | None  # None: gold answer unparseable (problem skipped, counted, warned)
+
+
+@dataclass
+class TaskConfig:
+    """Which task, how many problems, and the verifier's limits."""
+
+    task: str = field(
+        default="countdown", metadata={"help": "countdown | reasoning_gym:<dataset name> | math"}
+    )
+    num_problems: int = field(
+        default=200, metadata={"help": "Problems to generate/load (math: <= 0 keeps all)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the problem generator/sample (deterministic)."})
+    prompt_format: str = field(
+        default="compact",
+        metadata={
+            "help": "compact: bare prompt, the whole completion is the answer (countdown: '3 5 7 2=24:'); "
+            "chat: the task's question plus an answer-format instruction (<answer></answer>; "
+            "math: \\boxed{})."
+        },
+    )
+    unique_problems: bool = field(
+        default=True,
+        metadata={
+            "help": "countdown: drop repeats of (sorted numbers, target); turn off for training sets "
+            "larger than the distinct problems the ranges allow."
+        },
+    )
+    # --- countdown (passed to reasoning-gym's CountdownConfig)
+    min_numbers: int = field(default=3, metadata={"help": "countdown: fewest numbers per problem."})
+    max_numbers: int = field(default=4, metadata={"help": "countdown: most numbers per problem."})
+    min_value: int = field(default=1, metadata={"help": "countdown: smallest number value (>= 1)."})
+    max_value: int = field(default=9, metadata={"help": "countdown: largest number value."})
+    min_target: int = field(default=1, metadata={"help": "countdown: smallest target (>= 1)."})
+    max_target: int = field(default=100, metadata={"help": "countdown: largest target."})
+    operators: list[str] = field(
+        default_factory=lambda: ["+", "-", "*", "/"],
+        metadata={
+            "help": "countdown: operators the generator may use (subset of + - * /); verification "
+            "accepts all four, like reasoning-gym's scorer."
+        },
+    )
+    max_expression_chars: int = field(default=200, metadata={"help": "countdown: longer answers are NA."})
+    max_expression_tokens: int = field(
+        default=100, metadata={"help": "countdown: answers with more tokens are NA."}
+    )
+    max_expression_depth: int = field(
+        default=16, metadata={"help": "countdown: deeper parenthesis nesting is NA."}
+    )
+    max_number_digits: int = field(default=6, metadata={"help": "countdown: longer number literals are NA."})
+    # --- reasoning_gym:<name>
+    reasoning_gym_kwargs: str = field(
+        default="{}", metadata={"help": "reasoning_gym:<name>: JSON object of the data set's config fields."}
+    )
+    # --- math
+    data_path: str | None = field(default=None, metadata={"help": "math: local .jsonl/.json/.parquet file."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "math: `datasets` name (if no data_path)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "math: `datasets` config name."})
+    dataset_split: str = field(default="test", metadata={"help": "math: split to load."})
+    problem_column: str = field(default="problem", metadata={"help": "math: column with the problem text."})
+    answer_column: str = field(default="answer", metadata={"help": "math: column with the gold answer."})
+    id_column: str | None = field(
+        default=None, metadata={"help": "math: column with a stable id (else the row)."}
+    )
+    # --- isolated scorers (reasoning_gym:<name>, math)
+    max_answer_chars: int = field(
+        default=2000, metadata={"help": "Longer extracted answers are NA (not scored)."}
+    )
+    verifier_timeout_seconds: float = field(
+        default=5.0, metadata={"help": "Wall-clock limit per scorer call."}
+    )
+    verifier_memory_mb: int = field(
+        default=4096, metadata={"help": "Address-space limit of the scorer process."}
+    )
+
+
+class Task:
+    """A task: problems, prompt, answer extraction, canonical form and verification."""
+
+    name: str = ""
+
+    def __init__(self, config: TaskConfig) -> None:
+        self.config = config
+        # "gold_unparseable" (distinct problems), "verifier_timeout", "verifier_error": read by callers
+        self.counters: Counter[str] = Counter()
+
+    def problems(self) -> list[Problem]:
+        """Seeded, deterministic problem list."""
+        raise NotImplementedError
+
+    def extract(self, completion: str) -> str | None:
+        """The raw answer text of a completion, or None when it has none."""
+        raise NotImplementedError
+
+    def verify(self, problem: Problem, answer: str | None) -> Verdict:
+        """Verdict for an extracted answer (None = no answer)."""
+        raise NotImplementedError
+
+    def follows_format(self, completion: str) -> bool:
+        """Whether the completion's answer is in the task's answer format (for a format reward)."""
+        return self.extract(completion) is not None
+
+    def judge(self, problem: Problem, completion: str) -> Verdict:
+        return self.judge_many(problem, [completion])[0]
+
+    def judge_many(self, problem: Problem, completions: list[str]) -> list[Verdict]:
+        """Verdicts in order; each distinct extracted answer is verified once."""
+        verdicts: dict[str | None, Verdict] = {}
+        answers = [self.extract(completion) for completion in completions]
+        for answer in answers:
+            if answer not in verdicts:
+                verdicts[answer] = self.verify(problem, answer)
+        return [verdicts[answer] for answer in answers]
+
+    def close(self) -> None:
+        """Stop helper processes (a later call restarts them)."""
+
+
+def last_tagged(text: str, open_tag: str = ANSWER_OPEN, close_tag: str = ANSWER_CLOSE) -> str | None:
+    """Content of the last complete `<answer>...</answer>` (stripped), else None. Linear time."""
+    end = text.rfind(close_tag)
+    if end < 0:
+        return None
+    start = text.rfind(open_tag, 0, end)
+    if start < 0:
+        return None
+    return text[start + len(open_tag) : end].strip()
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` with balanced braces, else None (e.g. cut off mid-answer)."""
+    start = text.rfind(BOXED)
+    if start < 0:
+        return None
+    depth = 1
+    for position in range(start + len(BOXED), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[position], 0)
+        if depth == 0:
+            return text[start + len(BOXED) : position].strip()
+    return None
+
+
+class _IsolatedTask(Task):
+    """A task whose scorer runs in an IsolatedScorer worker; answers are length-limited first."""
+
+    preload: tuple[str, ...] = ()
+
+    def __init__(self, config: TaskConfig) -> None:
+        super().__init__(config)
+        self.scorer = IsolatedScorer(self.preload, config.verifier_timeout_seconds, config.verifier_memory_mb)
+
+    def _score(self, kind: str, **args) -> object | None:
+        """Scorer result, or None after a timeout/crash (counted and logged)."""
+        try:
+            return self.scorer.call(kind, **args)
+        except ScorerTimeout:
+            self.counters["verifier_timeout"] += 1
+            logger.warning(
+                "%s: scorer timed out (limit %s s); answer judged incorrect",
+                self.name,
+                self.config.verifier_timeout_seconds,
+            )
+        except ScorerCrashed as error:
+            self.counters["verifier_error"] += 1
+            logger.warning("%s: scorer failed (%s); answer judged incorrect", self.name, error)
+        return None
+
+    def close(self) -> None:
+        self.scorer.close()

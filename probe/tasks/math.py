@@ -1,0 +1,111 @@
+"""math: problems from a jsonl/parquet file or a `datasets` name; the last `\\boxed{...}` is checked
+with math-verify in the worker process (its signal timeouts then always run on a main thread).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+from probe.cli import ConfigError
+from probe.tasks.base import NA, Problem, TaskConfig, Verdict, _IsolatedTask, last_boxed
+
+logger = logging.getLogger(__name__)
+
+MATH_CHAT_INSTRUCTION = "\n\nPut your final answer within \\boxed{}."
+
+
+class MathTask(_IsolatedTask):
+    """Math word problems: last \\boxed{...} verified with math-verify against the gold answer."""
+
+    name = "math"
+    preload = ("math_verify",)
+
+    def __init__(self, config: TaskConfig) -> None:
+        if not config.data_path and not config.dataset_name:
+            raise ConfigError("TaskConfig: task 'math' needs data_path or dataset_name")
+        super().__init__(config)
+        self._gold_ok: dict[str, bool] = {}  # gold text -> parseable (so NA answers still see a bad gold)
+
+    def problems(self) -> list[Problem]:
+        rows = self._load_rows()
+        config = self.config
+        for column in (config.problem_column, config.answer_column, config.id_column):
+            if column is not None and rows and column not in rows[0]:
+                raise ConfigError(
+                    f"TaskConfig: column {column!r} not in the math data (columns: {sorted(rows[0])})"
+                )
+        indices = list(range(len(rows)))
+        if 0 < config.num_problems < len(rows):
+            indices = sorted(random.Random(config.seed).sample(indices, config.num_problems))
+        problems = []
+        for index in indices:
+            row = rows[index]
+            problem_id = f"math/{row[config.id_column] if config.id_column else index}"
+            prompt = str(row[config.problem_column])
+            if config.prompt_format == "chat":
+                prompt += MATH_CHAT_INSTRUCTION
+            problems.append(Problem(problem_id, prompt, {"answer": str(row[config.answer_column])}))
+        return problems
+
+    def _load_rows(self) -> list[dict]:
+        config = self.config
+        source = config.data_path or config.dataset_name
+        try:
+            if config.data_path:
+                return _read_local_rows(config.data_path)
+            import datasets
+
+            return list(
+                datasets.load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
+            )
+        except (OSError, ValueError) as error:  # missing file/data set, bad JSON/parquet, offline hub
+            raise ConfigError(f"TaskConfig: cannot load math data {source!r}: {error}") from None
+
+    def extract(self, completion: str) -> str | None:
+        return last_boxed(completion) or None
+
+    def verify(self, problem: Problem, answer: str | None) -> Verdict:
+        gold = problem.fields["answer"]
+        if answer is not None and len(answer) > self.config.max_answer_chars:
+            answer = None
+        if gold in self._gold_ok and (answer is None or not self._gold_ok[gold]):
+            return Verdict(NA, False if self._gold_ok[gold] else None)
+        result = self._score(
+            "math",
+            gold=gold,
+            answer=answer,
+            timeout_seconds=max(1, int(self.config.verifier_timeout_seconds / 3)),
+        )
+        if result is None:  # timeout/crash: counted in _score
+            return Verdict(NA, False)
+        if not result["gold_ok"]:
+            if gold not in self._gold_ok:
+                self.counters["gold_unparseable"] += 1
+                logger.warning(
+                    "math: gold answer of %s cannot be parsed (%r); problem skipped", problem.problem_id, gold
+                )
+            self._gold_ok[gold] = False
+            return Verdict(NA, None)
+        self._gold_ok[gold] = True
+        return Verdict(result["answer"] or NA, bool(result["correct"]))
+
+
+def _read_local_rows(path: str) -> list[dict]:
+    """Rows of a local .jsonl (one object per line), .json (a list of objects) or .parquet file."""
+    suffix = path.rsplit(".", 1)[-1].lower()
+    if suffix == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix not in ("jsonl", "json"):
+        raise ValueError(f"{path!r} is not a .jsonl, .json or .parquet file")
+    with open(path, encoding="utf-8") as handle:
+        if suffix == "json":
+            rows = json.load(handle)
+        else:
+            rows = [json.loads(line) for line in handle if line.strip()]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{path!r} must hold JSON objects (one per line for .jsonl, a list for .json)")
+    return rows
