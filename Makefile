@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # base model (cached) -> GRPO with periodic probes -> base vs every probe point.
 # Rerunning resumes: finished stages are reused, never redone.
 base: setup
-	$(BIN)/python -m train.base --config configs/base/countdown_tiny.yaml --output_dir $(RUNS)/base/countdown_tiny
+	$(BIN)/python -m train.build_base --config configs/base/countdown_tiny.yaml --output_dir $(RUNS)/base/countdown_tiny
 
 demo: base
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml -m train \

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_probe.py [--model DIR] [--num_problems 50] [--n 1024]
 
-Measures, on the embedded base model (built with `python -m train.base` into --model if absent):
+Measures, on the embedded base model (built with `python -m train.build_base` into --model if absent):
 - probe throughput: finished samples/s of `probe_model` (sampling with the shared prompt cache,
   token entropy, verification, gzip shards, records), against
   (a) a per-problem loop of `model.generate(num_return_sequences=n, output_scores=True)` and
@@ -131,8 +131,19 @@ def timed(function, *args):
 def ensure_model(path: Path) -> Path:
     if (path / "config.json").exists():
         return path
-    print(f"building the embedded base model into {path} (python -m train.base, a few minutes)", flush=True)
-    command = [sys.executable, "-m", "train.base", "--config", str(BASE_RECIPE), "--output_dir", str(path)]
+    print(
+        f"building the embedded base model into {path} (python -m train.build_base, a few minutes)",
+        flush=True,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "train.build_base",
+        "--config",
+        str(BASE_RECIPE),
+        "--output_dir",
+        str(path),
+    ]
     subprocess.run(command, cwd=ROOT, check=True)
     return path
 

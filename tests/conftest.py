@@ -1,7 +1,7 @@
 """Shared fixtures: a small SFT-trained base model and an untrained one with the same tokenizer.
 
 Both are built once per test session into a temporary directory by the real builder
-(`train.base.main`), from a small setting that trains in well under a minute on 2 CPU cores.
+(`train.build_base.main`), from a small setting that trains in well under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def tiny_probe_recipe(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_config(tmp_path_factory, tiny_probe_recipe):
     """The BaseConfig `tiny_base` is built from (rebuilding with it reuses the directory)."""
-    from train.base import BaseConfig
+    from train.build_base import BaseConfig
 
     output_dir = tmp_path_factory.mktemp("tiny_base") / "model"
     return BaseConfig(output_dir=str(output_dir), probe_recipe=str(tiny_probe_recipe), **TINY_BASE)
@@ -61,7 +61,7 @@ def tiny_base_config(tmp_path_factory, tiny_probe_recipe):
 @pytest.fixture(scope="session")
 def tiny_base(tiny_base_config) -> Path:
     """Directory of a small SFT-trained base model (loads with AutoModelForCausalLM/AutoTokenizer)."""
-    from train.base import main
+    from train.build_base import main
 
     return main(tiny_base_config)
 
@@ -71,11 +71,12 @@ def tiny_random_model(tmp_path_factory) -> Path:
     """Directory of an untrained model of `tiny_base`'s shape with the same tokenizer."""
     import torch
 
-    from train.base import BaseConfig, build_model, build_tokenizer
+    from probe.tasks import CountdownTask
+    from train.build_base import BaseConfig, build_model, build_tokenizer
 
     output_dir = tmp_path_factory.mktemp("tiny_random_model")
     torch.manual_seed(0)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(CountdownTask.alphabet)
     build_model(BaseConfig(**TINY_BASE), tokenizer).save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir

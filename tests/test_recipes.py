@@ -32,7 +32,7 @@ def test_probe_recipe_parses(path):
 
 @pytest.mark.parametrize("path", _recipes("base"), ids=lambda p: p.name)
 def test_base_recipe_parses(path):
-    from train.base import BaseConfig
+    from train.build_base import BaseConfig
 
     (config,) = parse((BaseConfig,), ["--config", str(path)])
     assert config is not None

@@ -147,7 +147,7 @@ def check_base_model(name_or_path: str) -> None:
         return  # a Hub id: from_pretrained will fetch (or fail with its own message)
     raise ConfigError(
         f"model_name_or_path: base model dir {name_or_path} does not exist "
-        "(build the embedded one with `python -m train.base --config configs/base/countdown_tiny.yaml "
+        "(build the embedded one with `python -m train.build_base --config configs/base/countdown_tiny.yaml "
         f"--output_dir {name_or_path}`)"
     )
 

@@ -18,31 +18,55 @@ from probe.tasks.base import (
     NA,
     PROMPT_FORMATS,
     Problem,
+    SFTExample,
     Task,
     TaskConfig,
     Verdict,
     last_boxed,
     last_tagged,
 )
-from probe.tasks.countdown import CountdownTask, countdown_key, countdown_prompt
+from probe.tasks.countdown import (
+    CountdownExample,
+    CountdownTask,
+    countdown_key,
+    countdown_prompt,
+    countdown_solutions,
+)
 from probe.tasks.math import MathTask
 from probe.tasks.reasoning_gym import ReasoningGymTask
 
 __all__ = [
     "NA",
+    "CountdownExample",
     "CountdownTask",
     "MathTask",
     "Problem",
     "ReasoningGymTask",
+    "SFTExample",
     "Task",
     "TaskConfig",
     "Verdict",
     "countdown_key",
     "countdown_prompt",
+    "countdown_solutions",
     "last_boxed",
     "last_tagged",
     "make_task",
+    "task_class",
 ]
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class of a `TaskConfig.task` name; ConfigError names an unknown one."""
+    if name == "countdown":
+        return CountdownTask
+    if name.startswith("reasoning_gym:"):
+        return ReasoningGymTask
+    if name == "math":
+        return MathTask
+    raise ConfigError(
+        f"TaskConfig.task: unknown task {name!r} (expected countdown, reasoning_gym:<name> or math)"
+    )
 
 
 def make_task(config: TaskConfig) -> Task:
@@ -51,12 +75,4 @@ def make_task(config: TaskConfig) -> Task:
         raise ConfigError(
             f"TaskConfig.prompt_format: {config.prompt_format!r} is not one of {PROMPT_FORMATS}"
         )
-    if config.task == "countdown":
-        return CountdownTask(config)
-    if config.task.startswith("reasoning_gym:"):
-        return ReasoningGymTask(config)
-    if config.task == "math":
-        return MathTask(config)
-    raise ConfigError(
-        f"TaskConfig.task: unknown task {config.task!r} (expected countdown, reasoning_gym:<name> or math)"
-    )
+    return task_class(config.task)(config)

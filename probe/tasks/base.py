@@ -7,7 +7,9 @@ and the base of the tasks whose scorer runs in an isolated worker process.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from probe.sandbox import IsolatedScorer, ScorerCrashed, ScorerTimeout
@@ -31,6 +33,18 @@ class Problem:
 class Verdict:
     answer: str  # canonical answer, or "NA" (unparseable / unfinished / no answer)
     correct: bool | None  # None: gold answer unparseable (problem skipped, counted, warned)
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One supervised example for an embedded base model: a problem's prompt and every valid completion."""
+
+    prompt: str  # the compact prompt text
+    completions: tuple[str, ...]  # every valid completion (no EOS); each SFT row draws one uniformly
+
+    def draw(self, rng: random.Random) -> tuple[str, str]:
+        """(prompt, completion) text of one SFT row."""
+        return self.prompt, rng.choice(self.completions)
 
 
 @dataclass
@@ -113,6 +127,9 @@ class Task:
     """A task: problems, prompt, answer extraction, canonical form and verification."""
 
     name: str = ""
+    # Characters of every compact prompt and completion, for a char-level embedded base model
+    # (train.build_base); "" where the task has no embedded base model.
+    alphabet: str = ""
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
@@ -146,6 +163,11 @@ class Task:
             if answer not in verdicts:
                 verdicts[answer] = self.verify(problem, answer)
         return [verdicts[answer] for answer in answers]
+
+    def sft_examples(self, count: int, seed: int, held_out: Sequence[Problem]) -> list[SFTExample]:
+        """`count` seeded SFT examples drawn like `problems()`, none of them one of `held_out`
+        (only tasks with an `alphabet` have them)."""
+        raise NotImplementedError(f"task {self.name!r} has no SFT examples")
 
     def close(self) -> None:
         """Stop helper processes (a later call restarts them)."""

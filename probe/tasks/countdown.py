@@ -1,11 +1,17 @@
 """countdown: reasoning-gym's countdown generator; answers checked in-process with our own bounded
 arithmetic grammar (`probe.expression`), never with reasoning-gym's scorer (which runs sympy's
 `parse_expr`, i.e. Python, on the answer).
+
+Also what the embedded base model is trained on (`CountdownTask.sft_examples`): problems drawn the
+way reasoning-gym draws them, each with every valid expression over its numbers (`countdown_solutions`).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 from probe.cli import ConfigError
 from probe.expression import (
@@ -16,12 +22,16 @@ from probe.expression import (
     numbers_used,
     parse_expression,
 )
-from probe.tasks.base import NA, Problem, Task, TaskConfig, Verdict, last_tagged
+from probe.tasks.base import NA, Problem, SFTExample, Task, TaskConfig, Verdict, last_tagged
 
 COUNTDOWN_CHAT_INSTRUCTION = (
     "\nPut the final expression inside <answer></answer>, e.g. <answer>(1+2)*3</answer>."
 )
 COUNTDOWN_SEED_STRIDE = 2**32  # reasoning-gym seeds item i with Random(seed + i): spread seeds apart
+# Every character of a compact prompt ("3 5 7 2=24:") or completion ("(3+5)*(7-2)"); the order is
+# the embedded base model's vocabulary order (after its special tokens).
+ALPHABET = "0123456789+-*/() =:"
+MAX_DRAWS = 1000  # per problem; the target range is refused after this many misses
 
 
 def countdown_prompt(numbers: Sequence[int], target: int) -> str:
@@ -42,6 +52,7 @@ class CountdownTask(Task):
     """Countdown: reasoning-gym's generator, our own bounded grammar and exact rational verifier."""
 
     name = "countdown"
+    alphabet = ALPHABET
 
     def __init__(self, config: TaskConfig) -> None:
         super().__init__(config)
@@ -139,3 +150,129 @@ class CountdownTask(Task):
         except ZeroDivisionError:
             return Verdict(text, False)
         return Verdict(text, value == problem.fields["target"])
+
+    def sft_examples(self, count: int, seed: int, held_out: Sequence[Problem]) -> list[CountdownExample]:
+        """`count` problems drawn like reasoning-gym's (`sample_problem`) from one seeded stream, each
+        with every valid expression over its numbers; problems whose `countdown_key` is held out are
+        skipped (repeats among the examples are kept)."""
+        keys = {countdown_key(p.fields["numbers"], p.fields["target"]) for p in held_out}
+        rng = random.Random(seed)
+        examples = []
+        while len(examples) < count:
+            numbers, target = sample_problem(rng, self.config)
+            if countdown_key(numbers, target) in keys:
+                continue
+            solutions = countdown_solutions(numbers, target, self.config.operators)
+            if not solutions:  # cannot happen for a chain-built target; kept as a loud check
+                raise RuntimeError(f"no expression found for {numbers} = {target}")
+            prompt = countdown_prompt(numbers, target)
+            examples.append(CountdownExample(prompt, tuple(solutions), numbers=tuple(numbers), target=target))
+        return examples
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountdownExample(SFTExample):
+    """A countdown SFT example: each row shows the numbers in a fresh random order (so may the probe)."""
+
+    numbers: tuple[int, ...]
+    target: int
+
+    def draw(self, rng: random.Random) -> tuple[str, str]:
+        order = list(self.numbers)
+        rng.shuffle(order)
+        return countdown_prompt(order, self.target), rng.choice(self.completions)
+
+
+# --- drawing problems
+
+
+def sample_problem(rng: random.Random, config: TaskConfig) -> tuple[list[int], int]:
+    """One problem, drawn exactly as reasoning-gym's countdown generator draws item i from
+    `Random(seed + i)` (tests/probe/test_tasks.py checks that they agree), without its sympy:
+    thousands of draws per second instead of hundreds.
+
+    Numbers uniform in [min_value, max_value]; a left-to-right chain of random operators whose
+    value is the target (division only where it divides the running value, else subtraction);
+    retried until the target is in [min_target, max_target]; numbers shuffled.
+    """
+    count = rng.randint(config.min_numbers, config.max_numbers)
+    for _ in range(MAX_DRAWS):
+        numbers = [rng.randint(config.min_value, config.max_value) for _ in range(count)]
+        value = numbers[0]
+        for i in range(1, count):
+            op = rng.choice(config.operators)
+            if op == "/":
+                remaining = [x for x in numbers[i:] if x != 0]
+                rng.shuffle(remaining)
+                divisor = next((x for x in remaining if value % x == 0), None)
+                if divisor is None:
+                    op = "-"
+                else:
+                    numbers[i] = divisor
+                    value //= divisor
+                    continue
+            value = (
+                value + numbers[i] if op == "+" else value - numbers[i] if op == "-" else value * numbers[i]
+            )
+        if config.min_target <= value <= config.max_target:
+            rng.shuffle(numbers)
+            return numbers, value
+    raise ConfigError(
+        f"no countdown problem with a target in [{config.min_target}, {config.max_target}] after "
+        f"{MAX_DRAWS} draws: widen the target range"
+    )
+
+
+# --- every solution
+
+
+def _combine(left: list, right: list, operators: tuple[str, ...]) -> list:
+    """Every `left op right` over two expression lists, in left-associative normal form.
+
+    An expression is (numerator, denominator, kind, text); kind "atom" | "add" (+ -) | "mul" (* /).
+    A right operand of the operator's own precedence is skipped (`a+(b-c)` is written `a+b-c`), so
+    each text names one tree and carries only the parentheses it needs.
+    """
+    out = []
+    for ln, ld, lk, ls in left:
+        for rn, rd, rk, rs in right:
+            for op in operators:
+                if op in "+-":
+                    if rk == "add":
+                        continue
+                    numerator = ln * rd + rn * ld if op == "+" else ln * rd - rn * ld
+                    out.append((numerator, ld * rd, "add", f"{ls}{op}{rs}"))
+                    continue
+                if rk == "mul" or (op == "/" and rn == 0):
+                    continue
+                left_text = f"({ls})" if lk == "add" else ls
+                right_text = f"({rs})" if rk == "add" else rs
+                numerator, denominator = (ln * rn, ld * rd) if op == "*" else (ln * rd, ld * rn)
+                out.append((numerator, denominator, "mul", f"{left_text}{op}{right_text}"))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _expressions(numbers: tuple[int, ...], operators: tuple[str, ...]) -> list:
+    """All expressions using each of the sorted `numbers` exactly once (exact rationals, unreduced)."""
+    if len(numbers) == 1:
+        return [(numbers[0], 1, "atom", str(numbers[0]))]
+    out, seen = [], set()
+    for mask in range(1, (1 << len(numbers)) - 1):
+        left = tuple(x for i, x in enumerate(numbers) if mask >> i & 1)
+        if left in seen:  # repeated numbers give the same split more than once
+            continue
+        seen.add(left)
+        right = tuple(x for i, x in enumerate(numbers) if not mask >> i & 1)
+        out.extend(_combine(_expressions(left, operators), _expressions(right, operators), operators))
+    return out
+
+
+def countdown_solutions(numbers: Sequence[int], target: int, operators: Sequence[str]) -> list[str]:
+    """Every distinct expression text over `numbers` (each once) whose exact value is `target`, sorted."""
+    found = {
+        text
+        for numerator, denominator, _, text in _expressions(tuple(sorted(numbers)), tuple(operators))
+        if numerator == target * denominator
+    }
+    return sorted(found)

@@ -1,4 +1,5 @@
-"""The embedded base model builder: solutions, held-out data, tokenizer round trip, cache, quality."""
+"""The embedded base model builder: SFT batches, tokenizer round trip, cache, quality (the countdown
+solver and SFT examples it trains on are specified in tests/probe/test_countdown_sft.py)."""
 
 from __future__ import annotations
 
@@ -12,97 +13,30 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from probe.cli import ConfigError
-from probe.tasks import countdown_key, countdown_prompt, make_task
-from train.base import (
+from probe.tasks import CountdownExample, CountdownTask, countdown_prompt, make_task
+from train.build_base import (
     CONFIG_FILE,
     BaseConfig,
     build_tokenizer,
     cli,
-    countdown_solutions,
     fingerprint,
     learning_rate_at,
     load_task_config,
     main,
-    make_sft_problems,
     resolve,
-    sample_countdown_problem,
     sft_batch,
 )
 
-OPERATORS = ["+", "-", "*", "/"]
-
-
-# --- countdown solutions
-
-
-@pytest.mark.parametrize(
-    ("numbers", "target", "expected"),
-    [
-        ([2, 2], 4, ["2*2", "2+2"]),
-        ([4, 2], 2, ["4-2", "4/2"]),
-        ([4, 2], 8, ["2*4", "4*2"]),
-        ([1, 2], 3, ["1+2", "2+1"]),
-        ([1, 2], 7, []),
-        # 3-(1+2) is written 3-1-2 and 1-(3-2) is 1-3+2: one text per tree, no redundant parentheses
-        ([1, 2, 3], 0, ["1+2-3", "1-3+2", "2+1-3", "2-3+1", "3-1-2", "3-2-1"]),
-        ([3, 1, 1], 6, ["(1+1)*3", "3*(1+1)"]),
-    ],
-)
-def test_countdown_solutions_are_every_valid_expression_by_hand(numbers, target, expected):
-    assert countdown_solutions(numbers, target, OPERATORS) == expected
-
-
-def test_countdown_solutions_are_correct_and_distinct_for_the_verifier(tiny_probe_recipe):
-    task_config = load_task_config(tiny_probe_recipe)
-    task = make_task(task_config)
-    for problem in task.problems()[:10]:
-        solutions = countdown_solutions(problem.fields["numbers"], problem.fields["target"], OPERATORS)
-        verdicts = task.judge_many(problem, solutions)
-        assert solutions and all(v.correct for v in verdicts), problem.problem_id
-        assert len({v.answer for v in verdicts}) == len(solutions)  # distinct canonical answers
-
-
-def test_countdown_solutions_division_is_exact_and_never_by_zero():
-    # 8/(3-8/3) = 24 needs the fraction 1/3; 5/(1-1) must not appear, (1-1)/5 = 0 must
-    assert "8/(3-8/3)" in countdown_solutions([8, 3, 8, 3], 24, OPERATORS)
-    assert countdown_solutions([5, 1, 1], 0, ["/", "-"]) == ["(1-1)/5"]
-    every = [text for target in range(-10, 11) for text in countdown_solutions([5, 1, 1], target, ["/", "-"])]
-    assert "5/(1-1)" not in every
-
-
-# --- SFT problems
-
-
-def test_sampled_problems_respect_the_task_ranges(tiny_probe_recipe):
-    task_config = load_task_config(tiny_probe_recipe)
-    rng = random.Random(0)
-    for _ in range(300):
-        numbers, target = sample_countdown_problem(rng, task_config)
-        assert task_config.min_numbers <= len(numbers) <= task_config.max_numbers
-        assert all(task_config.min_value <= x <= task_config.max_value for x in numbers)
-        assert task_config.min_target <= target <= task_config.max_target
-        assert countdown_solutions(numbers, target, task_config.operators)
-
-
-def test_sft_problems_hold_out_every_probe_key(tiny_probe_recipe):
-    task_config = load_task_config(tiny_probe_recipe)
-    held_out = {
-        countdown_key(p.fields["numbers"], p.fields["target"]) for p in make_task(task_config).problems()
-    }
-    problems = make_sft_problems(task_config, 2000, seed=1, held_out=held_out)
-    assert len(problems) == 2000
-    assert not {countdown_key(numbers, target) for numbers, target, _ in problems} & held_out
-    # without the exclusion the same draw does hit probe keys, so the check above can fail
-    unfiltered = make_sft_problems(task_config, 2000, seed=1, held_out=set())
-    assert {countdown_key(numbers, target) for numbers, target, _ in unfiltered} & held_out
-
 
 def test_sft_batch_masks_the_prompt_and_ends_the_completion_with_eos():
-    tokenizer = build_tokenizer()
-    problems = [([3, 5, 7, 2], 24, ["(3+5)*(7-2)"]), ([2, 2], 4, ["2+2"])]
+    tokenizer = build_tokenizer(CountdownTask.alphabet)
+    examples = [
+        CountdownExample("3 5 7 2=40:", ("(3+5)*(7-2)",), numbers=(3, 5, 7, 2), target=40),
+        CountdownExample("2 2=4:", ("2+2",), numbers=(2, 2), target=4),
+    ]
     vocab = tokenizer.get_vocab()
     input_ids, attention_mask, labels = sft_batch(
-        problems, random.Random(0), 8, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id
+        examples, random.Random(0), 8, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id
     )
     assert input_ids.shape == attention_mask.shape == labels.shape
     for row in range(8):
@@ -133,7 +67,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 def test_base_opens_with_auto_classes_and_identical_token_ids(tiny_base):
     text = countdown_prompt([3, 5, 7, 2], 24) + "(3+5)*(7-2)"
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    reference = build_tokenizer()
+    reference = build_tokenizer(CountdownTask.alphabet)
     assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
     assert reference.convert_tokens_to_ids(" ") in tokenizer(text)["input_ids"]  # the space survives
     assert len(tokenizer(text)["input_ids"]) == len(text)  # one token per character

@@ -1,13 +1,14 @@
-"""Build the embedded base model: a char-level tokenizer, a tiny Llama-style LM and SFT on countdown.
+"""Build an embedded base model: a char-level tokenizer, a tiny Llama-style LM and SFT on a task.
 
-`python -m train.base --config configs/base/countdown_tiny.yaml --output_dir DIR`
+`python -m train.build_base --config configs/base/countdown_tiny.yaml --output_dir DIR`
 
-Every SFT example is a countdown problem drawn like the probe set's (same count of numbers,
-value and target ranges, operators) whose target text is drawn uniformly among *all* valid
-expressions over its numbers, so the model learns to sample many distinct correct answers (the
-breadth that RLVR later narrows). Problems whose `countdown_key` is in the probe set are held
-out. DIR is cached: it holds the resolved config and its fingerprint; the same config reuses it,
-a different one is refused unless `--overwrite`.
+The task (the probe recipe's task section) supplies everything task-specific: its `alphabet` (one
+token per character) and its SFT examples (`Task.sft_examples`: problems drawn like the probe set's,
+none of the probe set's own, each with every valid completion). Each SFT row draws one completion
+uniformly, so the model learns to sample many distinct correct answers (the breadth that RLVR later
+narrows). Only tasks with an alphabet have an embedded base model (countdown). DIR is cached: it
+holds the resolved config and its fingerprint; the same config reuses it, a different one is
+refused unless `--overwrite`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from probe.cli import ConfigError, check_types, parse
-from probe.tasks import TaskConfig, countdown_key, countdown_prompt, make_task
+from probe.tasks import SFTExample, TaskConfig, make_task, task_class
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-# The compact countdown alphabet: every prompt and completion character is one token.
-ALPHABET = list("0123456789+-*/() =:")
 CONFIG_FILE = "base_config.json"
 
 
@@ -101,9 +99,10 @@ def load_task_config(probe_recipe: str | Path) -> TaskConfig:
     names = {f.name for f in dataclasses.fields(TaskConfig) if f.init}
     task_config = TaskConfig(**{key: value for key, value in values.items() if key in names})
     check_types(task_config)
-    if task_config.task != "countdown":
+    if not task_class(task_config.task).alphabet:
         raise ConfigError(
-            f"BaseConfig.probe_recipe: the base model needs task countdown, got {task_config.task!r}"
+            f"BaseConfig.probe_recipe: task {task_config.task!r} has no embedded base model "
+            "(tasks with an alphabet have one: countdown)"
         )
     return task_config
 
@@ -137,122 +136,11 @@ def cached(output_dir: Path, resolved: dict, overwrite: bool) -> bool:
     return False
 
 
-# --- countdown solutions
-
-
-def _combine(left: list, right: list, operators: tuple[str, ...]) -> list:
-    """Every `left op right` over two expression lists, in left-associative normal form.
-
-    An expression is (numerator, denominator, kind, text); kind "atom" | "add" (+ -) | "mul" (* /).
-    A right operand of the operator's own precedence is skipped (`a+(b-c)` is written `a+b-c`), so
-    each text names one tree and carries only the parentheses it needs.
-    """
-    out = []
-    for ln, ld, lk, ls in left:
-        for rn, rd, rk, rs in right:
-            for op in operators:
-                if op in "+-":
-                    if rk == "add":
-                        continue
-                    numerator = ln * rd + rn * ld if op == "+" else ln * rd - rn * ld
-                    out.append((numerator, ld * rd, "add", f"{ls}{op}{rs}"))
-                    continue
-                if rk == "mul" or (op == "/" and rn == 0):
-                    continue
-                left_text = f"({ls})" if lk == "add" else ls
-                right_text = f"({rs})" if rk == "add" else rs
-                numerator, denominator = (ln * rn, ld * rd) if op == "*" else (ln * rd, ld * rn)
-                out.append((numerator, denominator, "mul", f"{left_text}{op}{right_text}"))
-    return out
-
-
-@lru_cache(maxsize=4096)
-def _expressions(numbers: tuple[int, ...], operators: tuple[str, ...]) -> list:
-    """All expressions using each of the sorted `numbers` exactly once (exact rationals, unreduced)."""
-    if len(numbers) == 1:
-        return [(numbers[0], 1, "atom", str(numbers[0]))]
-    out, seen = [], set()
-    for mask in range(1, (1 << len(numbers)) - 1):
-        left = tuple(x for i, x in enumerate(numbers) if mask >> i & 1)
-        if left in seen:  # repeated numbers give the same split more than once
-            continue
-        seen.add(left)
-        right = tuple(x for i, x in enumerate(numbers) if not mask >> i & 1)
-        out.extend(_combine(_expressions(left, operators), _expressions(right, operators), operators))
-    return out
-
-
-def countdown_solutions(numbers: Sequence[int], target: int, operators: Sequence[str]) -> list[str]:
-    """Every distinct expression text over `numbers` (each once) whose exact value is `target`, sorted."""
-    found = {
-        text
-        for numerator, denominator, _, text in _expressions(tuple(sorted(numbers)), tuple(operators))
-        if numerator == target * denominator
-    }
-    return sorted(found)
-
-
-# --- SFT problems
-
-
-def sample_countdown_problem(rng: random.Random, task: TaskConfig) -> tuple[list[int], int]:
-    """One problem drawn the way reasoning-gym's countdown generator draws them.
-
-    Numbers uniform in [min_value, max_value]; a left-to-right chain of random operators whose
-    value is the target (division only where it divides the running value, else subtraction);
-    retried until the target is in [min_target, max_target]; numbers shuffled. Plain integers,
-    no sympy, so tens of thousands take well under a second.
-    """
-    count = rng.randint(task.min_numbers, task.max_numbers)
-    for _ in range(1000):
-        numbers = [rng.randint(task.min_value, task.max_value) for _ in range(count)]
-        value = numbers[0]
-        for i in range(1, count):
-            op = rng.choice(task.operators)
-            if op == "/":
-                remaining = [x for x in numbers[i:] if x != 0]
-                rng.shuffle(remaining)
-                divisor = next((x for x in remaining if value % x == 0), None)
-                if divisor is None:
-                    op = "-"
-                else:
-                    numbers[i] = divisor
-                    value //= divisor
-                    continue
-            value = (
-                value + numbers[i] if op == "+" else value - numbers[i] if op == "-" else value * numbers[i]
-            )
-        if task.min_target <= value <= task.max_target:
-            rng.shuffle(numbers)
-            return numbers, value
-    raise ConfigError(
-        f"no countdown problem with a target in [{task.min_target}, {task.max_target}] after 1000 draws: "
-        "widen the target range of the probe recipe"
-    )
-
-
-def make_sft_problems(
-    task: TaskConfig, count: int, seed: int, held_out: set
-) -> list[tuple[list[int], int, list[str]]]:
-    """`count` problems (numbers, target, every valid expression) none of whose keys is in `held_out`."""
-    rng = random.Random(seed)
-    problems = []
-    while len(problems) < count:
-        numbers, target = sample_countdown_problem(rng, task)
-        if countdown_key(numbers, target) in held_out:
-            continue
-        solutions = countdown_solutions(numbers, target, task.operators)
-        if not solutions:  # cannot happen for a chain-built target; kept as a loud check
-            raise RuntimeError(f"no expression found for {numbers} = {target}")
-        problems.append((numbers, target, solutions))
-    return problems
-
-
 # --- tokenizer
 
 
-def build_tokenizer():
-    """Char-level WordLevel tokenizer over the countdown alphabet, as a PreTrainedTokenizerFast.
+def build_tokenizer(alphabet: str):
+    """Char-level WordLevel tokenizer over a task's alphabet, as a PreTrainedTokenizerFast.
 
     Every character is its own token (space included); pad/eos/unk specials; left padding for
     generation. transformers 5 saves it as `TokenizersBackend` (its PreTrainedTokenizerFast);
@@ -261,7 +149,7 @@ def build_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *ALPHABET])}
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *alphabet])}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
@@ -329,9 +217,14 @@ def build_model(config: BaseConfig, tokenizer):
 
 
 def sft_batch(
-    problems: list, rng: random.Random, batch_size: int, vocab: dict[str, int], eos_id: int, pad_id: int
+    examples: Sequence[SFTExample],
+    rng: random.Random,
+    batch_size: int,
+    vocab: dict[str, int],
+    eos_id: int,
+    pad_id: int,
 ):
-    """One batch: random problems, each with a target text drawn uniformly among its expressions.
+    """One batch: random examples, each row one `example.draw` (a completion drawn uniformly).
 
     Right-padded (positions start at 0 as in left-padded generation, whose position ids come from
     the attention mask); labels are -100 on the prompt and the padding. Returns three (batch, length)
@@ -340,11 +233,10 @@ def sft_batch(
     import torch
 
     rows = []
-    for numbers, target, solutions in (rng.choice(problems) for _ in range(batch_size)):
-        order = list(numbers)
-        rng.shuffle(order)  # the probe shows numbers in any order
-        prompt = [vocab[c] for c in countdown_prompt(order, target)]
-        completion = [vocab[c] for c in rng.choice(solutions)] + [eos_id]
+    for example in (rng.choice(examples) for _ in range(batch_size)):
+        prompt_text, completion_text = example.draw(rng)
+        prompt = [vocab[c] for c in prompt_text]
+        completion = [vocab[c] for c in completion_text] + [eos_id]
         rows.append((prompt + completion, [-100] * len(prompt) + completion))
     length = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((batch_size, length), pad_id, dtype=torch.long)
@@ -366,7 +258,7 @@ def learning_rate_at(step: int, config: BaseConfig) -> float:
     return config.learning_rate * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
-def train_sft(model, tokenizer, problems: list, config: BaseConfig) -> list[float]:
+def train_sft(model, tokenizer, examples: Sequence[SFTExample], config: BaseConfig) -> list[float]:
     """Plain AdamW loop over freshly drawn batches; returns the loss of every step."""
     import torch
 
@@ -382,7 +274,7 @@ def train_sft(model, tokenizer, problems: list, config: BaseConfig) -> list[floa
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
         input_ids, attention_mask, labels = sft_batch(
-            problems, rng, config.batch_size, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id
+            examples, rng, config.batch_size, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id
         )
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -429,38 +321,36 @@ def main(config: BaseConfig) -> Path:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
 
-    # --- data: probe problems are held out by key
-    held_out = {
-        countdown_key(p.fields["numbers"], p.fields["target"]) for p in make_task(task_config).problems()
-    }
-    problems = make_sft_problems(task_config, config.num_train_problems, config.seed, held_out)
-    mean_solutions = sum(len(s) for *_, s in problems) / len(problems)
+    # --- data: the probe set's problems are held out
+    task = make_task(task_config)
+    probe_problems = task.problems()
+    examples = task.sft_examples(config.num_train_problems, config.seed, held_out=probe_problems)
+    mean_solutions = sum(len(e.completions) for e in examples) / len(examples)
     print(
-        f"{len(problems)} SFT problems ({len(held_out)} probe keys held out), "
-        f"{mean_solutions:.1f} valid expressions per problem on average "
+        f"{len(examples)} SFT problems ({len(probe_problems)} probe problems held out), "
+        f"{mean_solutions:.1f} valid completions per problem on average "
         f"({time.perf_counter() - started:.0f} s)"
     )
 
     # --- model
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(task.alphabet)
     model = build_model(config, tokenizer)
     print(f"Llama with {model.num_parameters():,} parameters")
 
     # --- SFT
-    losses = train_sft(model, tokenizer, problems, config)
+    losses = train_sft(model, tokenizer, examples, config)
 
     # --- save (the config record is marked finished last: its flag = a complete directory)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    numbers, target, solutions = problems[0]
-    check_saved_tokenizer(output_dir, tokenizer, [countdown_prompt(numbers, target) + solutions[0]])
+    check_saved_tokenizer(output_dir, tokenizer, [examples[0].prompt + examples[0].completions[0]])
     seconds = time.perf_counter() - started
     record.update(
         finished=True,
         seconds=seconds,
         final_loss=losses[-1],
         parameters=model.num_parameters(),
-        sft_problems=len(problems),
+        sft_problems=len(examples),
         mean_solutions=mean_solutions,
     )
     (output_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2))
