@@ -15,107 +15,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from probe.metrics import (
+    SUPPORT_CLASSES,
     answer_level_support,
-    check_record,
-    common_budget,
+    classify,
     correct_answers,
     epsilon,
     expected_support_classes,
     k_ladder,
     pass_at_k,
     summarize,
-    support_classes,
     support_rates,
 )
-from probe.store import ProbeDirError, load_problems
-
-DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
-
-
-@dataclass
-class ProbeResult:
-    """One finished probe dir: its summary.json and per-problem records (see probe.metrics)."""
-
-    path: Path
-    label: str
-    summary: dict
-    records: list[dict]  # one per problem, problems.parquet rows with `answers` decoded
-    step: int | None = None  # training step when the dir came from RUN/probes/step-*/
-
-    @property
-    def n(self) -> int:
-        return common_budget(self.records)
-
-    @property
-    def zeta(self) -> float:
-        probe_config = (self.summary.get("config") or {}).get("probe") or {}
-        return float(probe_config.get("zeta", DEFAULT_ZETA))
-
-
-# --- reading probe dirs
-
-
-def load_probe(path: str | Path, label: str | None = None, step: int | None = None) -> ProbeResult:
-    """Read a finished probe dir; an empty or half-written one (no summary.json) is refused."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ProbeDirError(f"{path}: not a directory (expected a probe dir or a training run dir)")
-    summary_path, problems_path = path / "summary.json", path / "problems.parquet"
-    if not summary_path.is_file():
-        raise ProbeDirError(
-            f"{path}: no summary.json, so this probe dir is empty or half-written "
-            "(the probe writes summary.json last); finish it with `python -m probe run` first"
-        )
-    if not problems_path.is_file():
-        raise ProbeDirError(f"{path}: summary.json present but problems.parquet missing")
-    try:
-        summary = json.loads(summary_path.read_text())
-        rows = load_problems(path)
-    except (json.JSONDecodeError, KeyError, OSError, TypeError, ValueError) as error:
-        raise ProbeDirError(f"{path}: cannot read summary.json / problems.parquet: {error}") from error
-    if not rows:
-        raise ProbeDirError(f"{path}: problems.parquet holds no problems")
-    missing = {"problem_id", "n", "c", "answers", "token_entropy"} - set(rows[0])
-    if missing:
-        raise ProbeDirError(f"{path}/problems.parquet: missing columns {sorted(missing)}")
-    try:
-        for row in rows:
-            check_record(row)
-        common_budget(rows)
-    except ValueError as error:
-        raise ProbeDirError(f"{path}/problems.parquet: {error}") from error
-    return ProbeResult(path=path, label=label or path.name, summary=summary, records=rows, step=step)
-
-
-def run_probe_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, dir) for every RUN/probes/step-NNNNNN/ in step order."""
-    found = []
-    for child in sorted((run_dir / "probes").glob("step-*")):
-        suffix = child.name.removeprefix("step-")
-        if child.is_dir() and suffix.isdigit():
-            found.append((int(suffix), child))
-    return sorted(found)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "probes").is_dir() and not (path / "summary.json").exists()
+from probe.store import ProbeDirError, ProbeResult, is_run_dir, load_probe, load_run
 
 
 def load_sources(path: str | Path) -> list[ProbeResult]:
     """A probe dir -> [it]; a training RUN dir -> its probe points, in step order."""
-    path = Path(path)
-    if not is_run_dir(path):
-        return [load_probe(path)]
-    steps = run_probe_dirs(path)
-    if not steps:
-        raise ProbeDirError(f"{path}: run dir without any probes/step-NNNNNN/ probe dirs")
-    return [load_probe(d, label=f"{path.name}/step-{step}", step=step) for step, d in steps]
+    return load_run(path) if is_run_dir(path) else [load_probe(path)]
 
 
 # --- checks
@@ -194,8 +115,9 @@ def compare_pair(reference: ProbeResult, candidate: ProbeResult, intersect: bool
     by_k = {}
     for k in k_ladder(budget):
         by_k[str(k)] = {"eps": epsilon(k, zeta), **classes_at(ref_c, cand_c, reference.n, candidate.n, k)}
+    labels = classify(ref_c, cand_c)  # (problems,), at each model's own budget
     if reference.n == candidate.n:  # observed classes; must agree with the expected ones at k = n
-        observed = support_classes(ref_c >= 1, cand_c >= 1)
+        observed = {key: int(np.sum(labels == key)) for key in SUPPORT_CLASSES}
         assert observed == {key: by_k[str(budget)][key] for key in "PESO"}, (observed, by_k[str(budget)])
     answer_level = answer_level_support(
         [correct_answers(ref_by_id[i]) for i in ids], [correct_answers(cand_by_id[i]) for i in ids]
@@ -214,8 +136,8 @@ def compare_pair(reference: ProbeResult, candidate: ProbeResult, intersect: bool
         "support_by_k": by_k,
         "answer_level": answer_level,
         # At each model's own budget: solved by one, never by the other.
-        "shrunk_ids": [i for i, a, b in zip(ids, ref_c, cand_c, strict=True) if a >= 1 and b == 0],
-        "expanded_ids": [i for i, a, b in zip(ids, ref_c, cand_c, strict=True) if a == 0 and b >= 1],
+        "shrunk_ids": [i for i, label in zip(ids, labels, strict=True) if label == "S"],
+        "expanded_ids": [i for i, label in zip(ids, labels, strict=True) if label == "E"],
         "notes": notes,
     }
 

@@ -93,18 +93,32 @@ def epsilon(n: int, zeta: float = 0.05) -> float:
     return -math.log(zeta) / n
 
 
-def support_classes(ref_solved, cand_solved) -> dict[str, int]:
-    """Observed classes P (both), E (candidate only), S (reference only), O (neither)."""
-    ref = np.asarray(ref_solved, dtype=bool)  # (problems,)
-    cand = np.asarray(cand_solved, dtype=bool)  # (problems,)
+SUPPORT_CLASSES = ("P", "E", "S", "O")
+
+
+def classify(ref_c, cand_c) -> np.ndarray:
+    """Per problem, its class against the reference: "P" solved by both (c >= 1), "E" by the candidate
+    only, "S" by the reference only, "O" by neither. Takes correct counts or solved flags."""
+    ref = np.asarray(ref_c) >= 1  # (problems,)
+    cand = np.asarray(cand_c) >= 1  # (problems,)
     if ref.shape != cand.shape:
-        raise ValueError(f"support_classes: shapes differ, {ref.shape} vs {cand.shape}")
-    return {
-        "P": int(np.sum(ref & cand)),
-        "E": int(np.sum(~ref & cand)),
-        "S": int(np.sum(ref & ~cand)),
-        "O": int(np.sum(~ref & ~cand)),
-    }
+        raise ValueError(f"classify: shapes differ, {ref.shape} vs {cand.shape}")
+    return np.where(ref, np.where(cand, "P", "S"), np.where(cand, "E", "O"))
+
+
+def support_classes(ref_c, cand_c) -> dict[str, int]:
+    """Observed class counts P (both), E (candidate only), S (reference only), O (neither)."""
+    labels = classify(ref_c, cand_c)
+    return {key: int(np.sum(labels == key)) for key in SUPPORT_CLASSES}
+
+
+def classes_by_problem(ref_records: Sequence[Mapping], cand_records: Sequence[Mapping]) -> dict[str, str]:
+    """problem_id -> P | E | S | O on the problems both record lists hold (matched by problem_id)."""
+    ref = {r["problem_id"]: int(r["c"]) for r in ref_records}
+    cand = {r["problem_id"]: int(r["c"]) for r in cand_records}
+    ids = sorted(ref.keys() & cand.keys())
+    labels = classify([ref[i] for i in ids], [cand[i] for i in ids])
+    return dict(zip(ids, labels.tolist(), strict=True))
 
 
 def expected_support_classes(a, b) -> dict[str, float]:
@@ -286,5 +300,5 @@ def versus_reference(ref_records: Sequence[Mapping], cand_records: Sequence[Mapp
                 f"versus_reference: problem {i} has budget n={ref[i]['n']} (reference) "
                 f"vs n={cand[i]['n']} (candidate); compare at one budget"
             )
-    classes = support_classes([int(ref[i]["c"]) >= 1 for i in ids], [int(cand[i]["c"]) >= 1 for i in ids])
+    classes = support_classes([int(ref[i]["c"]) for i in ids], [int(cand[i]["c"]) for i in ids])
     return {**classes, **support_rates(**classes)}

@@ -16,20 +16,20 @@ Matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from probe.compare import ProbeDirError, ProbeResult, compare_pair, is_run_dir, load_probe, run_probe_dirs
-from probe.metrics import k_ladder, pass_at_k, summarize
+from probe import store
+from probe.compare import compare_pair
+from probe.metrics import SUPPORT_CLASSES, classes_by_problem, k_ladder, pass_at_k, summarize
+from probe.store import ProbeDirError, ProbeResult
 
-CLASSES = ("P", "E", "S", "O")
 CLASS_NAMES = {"P": "P preserved", "E": "E expanded", "S": "S shrunk", "O": "O out of support"}
 CLASS_COLOURS = {"P": "tab:green", "E": "tab:blue", "S": "tab:red", "O": "tab:gray"}
 
@@ -38,38 +38,10 @@ CLASS_COLOURS = {"P": "tab:green", "E": "tab:blue", "S": "tab:red", "O": "tab:gr
 
 
 def load_run(run_dir: str | Path) -> list[ProbeResult]:
-    """The finished probe points of a run in step order; unfinished ones are skipped with a warning."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ProbeDirError(f"{run_dir}: not a directory")
-    if not is_run_dir(run_dir):
-        raise ProbeDirError(f"{run_dir}: not a training run dir (expected {run_dir}/probes/step-NNNNNN/)")
-    probes = []
-    for step, path in run_probe_dirs(run_dir):
-        if not (path / "summary.json").is_file():
-            warnings.warn(f"{path}: no summary.json (probe unfinished), left out of the plots", stacklevel=2)
-            continue
-        probes.append(load_probe(path, label=f"step {step}", step=step))
-    if not probes:
-        raise ProbeDirError(f"{run_dir}: no finished probe dir under {run_dir}/probes/")
-    return probes
-
-
-def load_ppl(ppl_dir: str | Path) -> dict[str, float]:
-    """Per-problem mean trace perplexity from a `probe ppl` output dir (OUT/ppl.parquet)."""
-    path = Path(ppl_dir) / "ppl.parquet"
-    if not path.is_file():
-        raise ProbeDirError(f"{ppl_dir}: no ppl.parquet (expected `python -m probe ppl` output)")
-    table = pq.read_table(path)
-    missing = {"problem_id", "ppl"} - set(table.column_names)
-    if missing:
-        raise ProbeDirError(f"{path}: missing columns {sorted(missing)}")
-    per_problem: dict[str, list[float]] = {}
-    for problem_id, ppl in zip(
-        table.column("problem_id").to_pylist(), table.column("ppl").to_pylist(), strict=True
-    ):
-        per_problem.setdefault(problem_id, []).append(float(ppl))
-    return {problem_id: float(np.mean(values)) for problem_id, values in per_problem.items()}
+    """The finished probe points of a run in step order, labelled "step S"; unfinished ones are skipped
+    with a warning."""
+    probes = store.load_run(run_dir, skip_unfinished=True)
+    return [dataclasses.replace(probe, label=f"step {probe.step}") for probe in probes]
 
 
 # --- figures
@@ -108,7 +80,7 @@ def figure_support(probes: list[ProbeResult]) -> Figure:
     figure = Figure(figsize=(7.2, 6.4), layout="constrained")
     classes_ax, rates_ax = figure.subplots(2, 1, sharex=True)
     bottom = np.zeros(len(probes))
-    for key in CLASSES:
+    for key in SUPPORT_CLASSES:
         heights = np.array([float(c["support"][key]) for c in comparisons])
         classes_ax.bar(positions, heights, bottom=bottom, color=CLASS_COLOURS[key], label=CLASS_NAMES[key])
         bottom += heights
@@ -154,25 +126,15 @@ def figure_tradeoff(probes: list[ProbeResult]) -> Figure:
 
 def figure_ppl_by_class(probes: list[ProbeResult], ppl_sources: dict[str, dict[str, float]]) -> Figure:
     reference, candidate = probes[0], probes[-1]
-    comparison = compare_pair(reference, candidate)
-    ref_c = {r["problem_id"]: int(r["c"]) for r in reference.records}
-    cand_c = {r["problem_id"]: int(r["c"]) for r in candidate.records}
-    shrunk, expanded = set(comparison["shrunk_ids"]), set(comparison["expanded_ids"])
-
-    def problem_class(problem_id: str) -> str:
-        if problem_id in shrunk:
-            return "S"
-        if problem_id in expanded:
-            return "E"
-        return "P" if ref_c[problem_id] >= 1 and cand_c[problem_id] >= 1 else "O"
+    class_of = classes_by_problem(reference.records, candidate.records)
 
     figure = Figure(figsize=(7.2, 4.4), layout="constrained")
     ax = figure.add_subplot()
     width = 0.8 / max(len(ppl_sources), 1)
     for index, (name, per_problem) in enumerate(ppl_sources.items()):
-        known = {pid: value for pid, value in per_problem.items() if pid in ref_c}
-        groups = [[v for pid, v in known.items() if problem_class(pid) == key] for key in CLASSES]
-        positions = np.arange(len(CLASSES)) + (index - (len(ppl_sources) - 1) / 2) * width
+        known = {pid: value for pid, value in per_problem.items() if pid in class_of}
+        groups = [[v for pid, v in known.items() if class_of[pid] == key] for key in SUPPORT_CLASSES]
+        positions = np.arange(len(SUPPORT_CLASSES)) + (index - (len(ppl_sources) - 1) / 2) * width
         colour = f"C{index % 10}"
         for position, values in zip(positions, groups, strict=True):
             if values:
@@ -183,9 +145,11 @@ def figure_ppl_by_class(probes: list[ProbeResult], ppl_sources: dict[str, dict[s
         ax.plot(
             [], [], "s", color=colour, label=f"{name}: {len(known)} problems ({outside} not in the probe set)"
         )
-    counts = [sum(problem_class(pid) == key for pid in ref_c) for key in CLASSES]
-    ticks = [f"{CLASS_NAMES[key]}\n({count} problems)" for key, count in zip(CLASSES, counts, strict=True)]
-    ax.set_xticks(range(len(CLASSES)), ticks)
+    counts = [sum(label == key for label in class_of.values()) for key in SUPPORT_CLASSES]
+    ticks = [
+        f"{CLASS_NAMES[key]}\n({count} problems)" for key, count in zip(SUPPORT_CLASSES, counts, strict=True)
+    ]
+    ax.set_xticks(range(len(SUPPORT_CLASSES)), ticks)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
@@ -205,10 +169,6 @@ def save(figure: Figure, path: Path) -> Path:
 # --- entry points
 
 
-def find_ppl_dirs(run_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in (run_dir / "ppl").glob("*/ppl.parquet"))
-
-
 def plot_run(
     run_dir: str | Path, out_dir: str | Path | None = None, ppl_dirs: list | None = None
 ) -> list[Path]:
@@ -219,7 +179,7 @@ def plot_run(
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
     probes = load_run(run_dir)
-    ppl_dirs = find_ppl_dirs(run_dir) if ppl_dirs is None else [Path(p) for p in ppl_dirs]
+    ppl_dirs = store.run_ppl_dirs(run_dir) if ppl_dirs is None else [Path(p) for p in ppl_dirs]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         save(figure_pass_at_k(probes), out_dir / "pass_at_k.png"),
@@ -227,7 +187,7 @@ def plot_run(
         save(figure_tradeoff(probes), out_dir / "tradeoff.png"),
     ]
     if ppl_dirs:
-        sources = {path.name: load_ppl(path) for path in ppl_dirs}
+        sources = {path.name: store.load_ppl(path) for path in ppl_dirs}
         written.append(save(figure_ppl_by_class(probes, sources), out_dir / "ppl_by_class.png"))
     return written
 

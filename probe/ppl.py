@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from probe.cli import ConfigError
-from probe.store import load_problems, write_atomic
+from probe.metrics import SUPPORT_CLASSES, classes_by_problem
+from probe.store import load_problems, write_ppl
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +91,7 @@ def trace_nll(
 
 def support_class_by_problem(ref_dir: str, cand_dir: str) -> dict[str, str]:
     """problem_id -> P | E | S | O from two probe dirs (solved = c >= 1), on their common problems."""
-    ref = {r["problem_id"]: r["c"] >= 1 for r in load_problems(ref_dir)}
-    cand = {r["problem_id"]: r["c"] >= 1 for r in load_problems(cand_dir)}
-    names = {(True, True): "P", (False, True): "E", (True, False): "S", (False, False): "O"}
-    return {pid: names[(ref[pid], cand[pid])] for pid in ref.keys() & cand.keys()}
+    return classes_by_problem(load_problems(ref_dir), load_problems(cand_dir))
 
 
 def summarize_ppl(rows: list[dict], classes: dict[str, str] | None) -> dict:
@@ -112,7 +108,7 @@ def summarize_ppl(rows: list[dict], classes: dict[str, str] | None) -> dict:
     }
     if classes is not None:
         by_class = {}
-        for name in "PESO":
+        for name in SUPPORT_CLASSES:
             values = [m for pid, m in problem_means.items() if classes.get(pid) == name]
             by_class[name] = {
                 "num_problems": len(values),
@@ -183,20 +179,8 @@ def _prompts(task_config, traces: list[dict]) -> dict[str, str]:
 
 
 def _save(out: Path, rows: list[dict], summary: dict, args: PplArguments) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "problem_id": pa.array([r["problem_id"] for r in rows], pa.string()),
-            "trace_index": pa.array([r["trace_index"] for r in rows], pa.int64()),
-            "ppl": pa.array([r["ppl"] for r in rows], pa.float64()),
-            "num_tokens": pa.array([r["num_tokens"] for r in rows], pa.int64()),
-        }
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    write_atomic(out / "ppl.parquet", sink.getvalue().to_pybytes())
     summary = {**summary, "model": args.model, "traces": args.traces, "compare": args.compare}
-    write_atomic(out / "ppl_summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_ppl(out, rows, summary)
     counts = f"{summary['num_traces']} traces, {summary['num_problems']} problems"
     print(f"{counts}: mean ppl {summary['mean_ppl']:.4g}")
     for name, group in summary.get("by_class", {}).items():

@@ -1,6 +1,7 @@
-"""A probe directory on disk: append-only per-problem records, sample shards, final tables.
+"""The on-disk formats of the probe, both ways: the probe dir (writers and readers), a training run's
+probe points, and `probe ppl` output. Every other module reads and writes them through here.
 
-Layout (see the design doc):
+Probe dir layout (see the design doc):
 
     OUT/config.json                    resolved config, written first (atomic)
     OUT/records/rank-00000.jsonl       one JSON line per finished problem, appended by that process,
@@ -15,15 +16,21 @@ Layout (see the design doc):
 A problem counts as finished only when its record line is on disk, so a run killed at any point
 (Ctrl-C, kill -9) restarts exactly the unfinished problems, and, sampling being seeded per problem,
 rewrites them byte for byte (gzip with mtime 0, no file name).
+
+A training run dir RUN holds one probe dir per probe point, RUN/probes/step-NNNNNN/ (`probe_dir`), and
+`probe ppl` output dirs (OUT/ppl.parquet: problem_id, trace_index, ppl, num_tokens; OUT/ppl_summary.json)
+may sit under RUN/ppl/*/.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,11 +38,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from probe.metrics import check_record, common_budget
+
 CONFIG = "config.json"
 RECORDS = "records"
 SAMPLES = "samples"
 PROBLEMS = "problems.parquet"
 SUMMARY = "summary.json"
+RUN_PROBES = "probes"  # RUN/probes/step-NNNNNN/
+STEP_PREFIX = "step-"
+RUN_PPL = "ppl"  # RUN/ppl/<name>/ppl.parquet
+PPL_TABLE = "ppl.parquet"
+PPL_SUMMARY = "ppl_summary.json"
+DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
 
 
 class ProbeDirError(RuntimeError):
@@ -54,6 +69,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def write_json(path: Path, obj) -> None:
+    """An indented, key-sorted JSON file, written atomically."""
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(path, sink.getvalue().to_pybytes())
 
 
 def read_json_lines(path: Path) -> tuple[list[dict], int]:
@@ -154,7 +180,7 @@ class ProbeStore:
         (self.root / RECORDS).mkdir(exist_ok=True)
         (self.root / SAMPLES).mkdir(exist_ok=True)
         if not same:
-            write_atomic(path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+            write_json(path, config)
 
     def clear(self) -> None:
         """Remove the files a probe run writes (and nothing else)."""
@@ -220,12 +246,10 @@ class ProbeStore:
                 },
             }
         )
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        write_atomic(self.root / PROBLEMS, sink.getvalue().to_pybytes())
+        write_parquet(self.root / PROBLEMS, table)
 
     def write_summary(self, summary: Mapping) -> None:
-        write_atomic(self.root / SUMMARY, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        write_json(self.root / SUMMARY, summary)
 
     def summary(self) -> dict | None:
         path = self.root / SUMMARY
@@ -250,3 +274,145 @@ def load_problems(probe_dir: str | os.PathLike) -> list[dict]:
     for row in rows:
         row["fields"], row["answers"] = json.loads(row["fields"]), json.loads(row["answers"])
     return rows
+
+
+def is_finished(probe_dir: str | os.PathLike) -> bool:
+    """Whether a probe dir is complete: summary.json is written last."""
+    return (Path(probe_dir) / SUMMARY).is_file()
+
+
+# --- reading finished probe dirs
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    """One finished probe dir: its summary.json and per-problem records (see probe.metrics)."""
+
+    path: Path
+    label: str
+    summary: dict
+    records: list[dict]  # one per problem, problems.parquet rows with `answers` decoded
+    step: int | None = None  # training step when the dir came from RUN/probes/step-*/
+
+    @property
+    def n(self) -> int:
+        return common_budget(self.records)
+
+    @property
+    def zeta(self) -> float:
+        probe_config = (self.summary.get("config") or {}).get("probe") or {}
+        return float(probe_config.get("zeta", DEFAULT_ZETA))
+
+
+def load_probe(path: str | os.PathLike, label: str | None = None, step: int | None = None) -> ProbeResult:
+    """Read a finished probe dir; an empty or half-written one (no summary.json) is refused."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ProbeDirError(f"{path}: not a directory (expected a probe dir or a training run dir)")
+    if not is_finished(path):
+        raise ProbeDirError(
+            f"{path}: no {SUMMARY}, so this probe dir is empty or half-written "
+            f"(the probe writes {SUMMARY} last); finish it with `python -m probe run` first"
+        )
+    if not (path / PROBLEMS).is_file():
+        raise ProbeDirError(f"{path}: {SUMMARY} present but {PROBLEMS} missing")
+    try:
+        summary = json.loads((path / SUMMARY).read_text())
+        rows = load_problems(path)
+    except (json.JSONDecodeError, KeyError, OSError, TypeError, ValueError) as error:
+        raise ProbeDirError(f"{path}: cannot read {SUMMARY} / {PROBLEMS}: {error}") from error
+    if not rows:
+        raise ProbeDirError(f"{path}: {PROBLEMS} holds no problems")
+    missing = {"problem_id", "n", "c", "answers", "token_entropy"} - set(rows[0])
+    if missing:
+        raise ProbeDirError(f"{path}/{PROBLEMS}: missing columns {sorted(missing)}")
+    try:
+        for row in rows:
+            check_record(row)
+        common_budget(rows)
+    except ValueError as error:
+        raise ProbeDirError(f"{path}/{PROBLEMS}: {error}") from error
+    return ProbeResult(path=path, label=label or path.name, summary=summary, records=rows, step=step)
+
+
+# --- a training run's probe points
+
+
+def probe_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """RUN/probes/step-NNNNNN: where the probe of training step `step` is written."""
+    return Path(run_dir) / RUN_PROBES / f"{STEP_PREFIX}{step:06d}"
+
+
+def run_probe_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, dir) for every RUN/probes/step-NNNNNN/ in step order."""
+    found = []
+    for child in (Path(run_dir) / RUN_PROBES).glob(f"{STEP_PREFIX}*"):
+        suffix = child.name.removeprefix(STEP_PREFIX)
+        if child.is_dir() and suffix.isdigit():
+            found.append((int(suffix), child))
+    return sorted(found)
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / RUN_PROBES).is_dir() and not is_finished(path)
+
+
+def load_run(run_dir: str | os.PathLike, skip_unfinished: bool = False) -> list[ProbeResult]:
+    """A training run's probe points in step order, labelled RUN/step-S; an unfinished one is refused,
+    or with `skip_unfinished` left out with a warning."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ProbeDirError(f"{run_dir}: not a directory")
+    if not is_run_dir(run_dir):
+        raise ProbeDirError(
+            f"{run_dir}: not a training run dir (expected {run_dir}/{RUN_PROBES}/{STEP_PREFIX}NNNNNN/)"
+        )
+    probes = []
+    for step, path in run_probe_dirs(run_dir):
+        if skip_unfinished and not is_finished(path):
+            warnings.warn(f"{path}: no {SUMMARY} (probe unfinished), left out", stacklevel=2)
+            continue
+        probes.append(load_probe(path, label=f"{run_dir.name}/{STEP_PREFIX}{step}", step=step))
+    if not probes:
+        raise ProbeDirError(f"{run_dir}: no finished probe dir under {run_dir}/{RUN_PROBES}/")
+    return probes
+
+
+# --- `probe ppl` output
+
+
+def write_ppl(out: Path, rows: Sequence[Mapping], summary: Mapping) -> None:
+    """OUT/ppl.parquet (one row per trace) and OUT/ppl_summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "problem_id": pa.array([r["problem_id"] for r in rows], pa.string()),
+            "trace_index": pa.array([r["trace_index"] for r in rows], pa.int64()),
+            "ppl": pa.array([r["ppl"] for r in rows], pa.float64()),
+            "num_tokens": pa.array([r["num_tokens"] for r in rows], pa.int64()),
+        }
+    )
+    write_parquet(out / PPL_TABLE, table)
+    write_json(out / PPL_SUMMARY, summary)
+
+
+def load_ppl(ppl_dir: str | os.PathLike) -> dict[str, float]:
+    """problem_id -> mean perplexity over its traces, from a `probe ppl` output dir."""
+    path = Path(ppl_dir) / PPL_TABLE
+    if not path.is_file():
+        raise ProbeDirError(f"{ppl_dir}: no {PPL_TABLE} (expected `python -m probe ppl` output)")
+    table = pq.read_table(path)
+    missing = {"problem_id", "ppl"} - set(table.column_names)
+    if missing:
+        raise ProbeDirError(f"{path}: missing columns {sorted(missing)}")
+    per_problem: dict[str, list[float]] = {}
+    for problem_id, ppl in zip(
+        table.column("problem_id").to_pylist(), table.column("ppl").to_pylist(), strict=True
+    ):
+        per_problem.setdefault(problem_id, []).append(float(ppl))
+    return {problem_id: float(np.mean(values)) for problem_id, values in per_problem.items()}
+
+
+def run_ppl_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    """`probe ppl` output dirs found under RUN/ppl/*/."""
+    return sorted(p.parent for p in (Path(run_dir) / RUN_PPL).glob(f"*/{PPL_TABLE}"))

@@ -22,17 +22,13 @@ from transformers import TrainerCallback
 from transformers.integrations import WandbCallback
 from transformers.integrations.integration_utils import rewrite_logs
 
-from probe.compare import load_probe
 from probe.metrics import summarize, versus_reference
+from probe.store import is_finished, load_probe, probe_dir
 
 logger = logging.getLogger(__name__)
 
 OWN_NAMESPACES = ("probe/", "prorl/")  # kept as they are in W&B (HF would prefix "train/")
 RUN_ID_FILE = "wandb_run_id"
-
-
-def probe_dir(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "probes" / f"step-{step:06d}"
 
 
 @contextlib.contextmanager
@@ -78,7 +74,7 @@ class ProbeCallback(TrainerCallback):
         start = time.perf_counter()
         out = probe_dir(self.run_dir, step)
         accelerator.wait_for_everyone()  # every rank must agree on whether the dir is finished
-        if not (out / "summary.json").is_file():  # a finished dir (resumed run) is read, not redone
+        if not is_finished(out):  # a finished dir (resumed run) is read, not redone
             was_training = getattr(model, "training", False)  # a vllm.LLM has no train/eval mode
             if was_training:
                 model.eval()
@@ -97,7 +93,7 @@ class ProbeCallback(TrainerCallback):
                 model.train()
         accelerator.wait_for_everyone()
         base = probe_dir(self.run_dir, 0)
-        metrics = probe_metrics(out, base if (base / "summary.json").is_file() else None)
+        metrics = probe_metrics(out, base if is_finished(base) else None)
         if accelerator.is_main_process:
             self.refresh_plots()
         metrics["probe/seconds"] = time.perf_counter() - start
@@ -112,7 +108,7 @@ class ProbeCallback(TrainerCallback):
             logger.warning("plots not refreshed: %s", error)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not args.probe_at_start or (probe_dir(self.run_dir, 0) / "summary.json").is_file():
+        if not args.probe_at_start or is_finished(probe_dir(self.run_dir, 0)):
             return  # probed before this (resumed) run started: W&B and disk already hold it
         if state.global_step == 0:
             model = self.policy()

@@ -1,4 +1,4 @@
-"""Write hand-built probe dirs and run dirs in the format of the design doc, for compare/plot tests.
+"""Write hand-built probe dirs and run dirs through probe.store's own writers, for compare/plot tests.
 
 A problem is given as a list of (answer, count, correct) triples over its n samples; n, c, the
 answer histogram, pass@k columns and summary.json follow from it, so classes are known by
@@ -7,13 +7,10 @@ construction.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from probe.metrics import k_ladder, pass_at_k, summarize
+from probe.store import ProbeStore, probe_dir
 
 Problem = list[tuple[str, int, bool]]
 
@@ -29,9 +26,9 @@ def write_probe_dir(
     summary: bool = True,
 ) -> Path:
     """Write path/config.json, problems.parquet and (unless summary=False) summary.json."""
-    path.mkdir(parents=True, exist_ok=True)
+    store = ProbeStore(path)
     config = {"task": {"task": task}, "probe": {"temperature": temperature, "top_p": top_p, "zeta": 0.05}}
-    (path / "config.json").write_text(json.dumps(config))
+    store.start(config, overwrite=False)
     records = []
     for problem_id, answers in problems.items():
         answers = sorted(answers, key=lambda a: -a[1])  # count-descending, as the probe writes them
@@ -40,7 +37,7 @@ def write_probe_dir(
             {
                 "problem_id": problem_id,
                 "prompt": f"prompt of {problem_id}",
-                "fields": json.dumps({}),
+                "fields": {},
                 "n": sum(count for _, count, _ in answers),
                 "c": sum(count for _, count, correct in answers if correct),
                 "answers": [
@@ -48,14 +45,12 @@ def write_probe_dir(
                 ],
                 "token_entropy": float(entropy),
                 "mean_length": 10.0,
+                "unfinished": 0,
             }
         )
     n = records[0]["n"]
-    columns = {key: [r[key] for r in records] for key in records[0]}
-    columns["answers"] = [json.dumps(a) for a in columns["answers"]]
-    for k in k_ladder(n):
-        columns[f"pass@{k}"] = [float(pass_at_k(r["n"], r["c"], k)) for r in records]
-    pq.write_table(pa.table(columns), path / "problems.parquet")
+    c = [r["c"] for r in records]
+    store.write_problems(records, {f"pass@{k}": pass_at_k(n, c, k) for k in k_ladder(n)})
     if summary:
         body = {
             "metrics": summarize(records),
@@ -71,12 +66,12 @@ def write_probe_dir(
             "config": config,
             "versions": {},
         }
-        (path / "summary.json").write_text(json.dumps(body))
+        store.write_summary(body)
     return path
 
 
 def write_run_dir(run: Path, steps: dict[int, dict[str, Problem]], **kwargs) -> Path:
     """A training run dir with RUN/probes/step-NNNNNN/ probe dirs."""
     for step, problems in steps.items():
-        write_probe_dir(run / "probes" / f"step-{step:06d}", problems, **kwargs)
+        write_probe_dir(probe_dir(run, step), problems, **kwargs)
     return run

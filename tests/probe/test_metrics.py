@@ -13,6 +13,8 @@ from probe.metrics import (
     answer_entropy,
     answer_level_support,
     chao1,
+    classes_by_problem,
+    classify,
     epsilon,
     expected_support_classes,
     k_ladder,
@@ -133,6 +135,20 @@ def test_support_classes_from_hand_built_solved_flags():
     ref = [True, True, False, False, True]
     cand = [True, False, True, False, True]
     assert support_classes(ref, cand) == {"P": 2, "E": 1, "S": 1, "O": 1}
+
+
+def test_classify_names_each_problem_from_correct_counts():
+    ref_c, cand_c = [3, 1, 0, 0, 8], [1, 0, 2, 0, 8]
+    assert classify(ref_c, cand_c).tolist() == ["P", "S", "E", "O", "P"]
+    assert classify(np.array(ref_c) >= 1, np.array(cand_c) >= 1).tolist() == ["P", "S", "E", "O", "P"]
+    with pytest.raises(ValueError, match="shapes differ"):
+        classify([1, 2], [1])
+
+
+def test_classes_by_problem_matches_records_by_id_on_common_problems():
+    ref = [{"problem_id": "a", "c": 1}, {"problem_id": "b", "c": 0}, {"problem_id": "only_ref", "c": 1}]
+    cand = [{"problem_id": "b", "c": 4}, {"problem_id": "a", "c": 0}, {"problem_id": "only_cand", "c": 0}]
+    assert classes_by_problem(ref, cand) == {"a": "S", "b": "E"}
 
 
 def test_support_rates_from_hand_built_counts():

@@ -1,4 +1,5 @@
-"""probe.store: append-only records survive torn writes, shards are deterministic, configs guarded."""
+"""probe.store: append-only records survive torn writes, shards are deterministic, configs guarded;
+a run's probe points and ppl output are written and read back through one module."""
 
 from __future__ import annotations
 
@@ -6,7 +7,19 @@ import json
 
 import pytest
 
-from probe.store import ProbeDirError, ProbeStore, read_json_lines, read_samples
+from probe.store import (
+    ProbeDirError,
+    ProbeStore,
+    is_run_dir,
+    load_ppl,
+    load_run,
+    probe_dir,
+    read_json_lines,
+    read_samples,
+    run_ppl_dirs,
+    run_probe_dirs,
+    write_ppl,
+)
 
 
 def _record(i: int) -> dict:
@@ -88,3 +101,57 @@ def test_probe_files_without_a_config_are_not_taken_over(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(ProbeDirError, match="no config.json"):
         ProbeStore(tmp_path).check_config({"probe": {"n": 4}}, overwrite=False)
+
+
+# --- a training run's probe points
+
+
+def test_probe_dirs_of_a_run_are_written_and_read_in_step_order(tmp_path):
+    from fake_probe import write_probe_dir
+
+    run = tmp_path / "run"
+    for step in (100, 0, 20):
+        write_probe_dir(probe_dir(run, step), {"p0": [("1+2", 2, True)]})
+    assert probe_dir(run, 20) == run / "probes" / "step-000020"
+    (run / "probes" / "step-notes").mkdir()  # not a probe point
+    assert run_probe_dirs(run) == [
+        (0, probe_dir(run, 0)),
+        (20, probe_dir(run, 20)),
+        (100, probe_dir(run, 100)),
+    ]
+    assert is_run_dir(run) and not is_run_dir(probe_dir(run, 0))
+    probes = load_run(run)
+    assert [(p.step, p.label) for p in probes] == [
+        (0, "run/step-0"),
+        (20, "run/step-20"),
+        (100, "run/step-100"),
+    ]
+    assert probes[0].n == 2 and probes[0].zeta == 0.05
+
+
+def test_an_unfinished_probe_point_is_refused_or_skipped_with_a_warning(tmp_path):
+    from fake_probe import write_probe_dir
+
+    run = tmp_path / "run"
+    write_probe_dir(probe_dir(run, 0), {"p0": [("1+2", 2, True)]})
+    write_probe_dir(probe_dir(run, 5), {"p0": [("1+2", 2, True)]}, summary=False)
+    with pytest.raises(ProbeDirError, match="step-000005: no summary.json"):
+        load_run(run)
+    with pytest.warns(UserWarning, match="step-000005: no summary.json"):
+        assert [p.step for p in load_run(run, skip_unfinished=True)] == [0]
+    with pytest.raises(ProbeDirError, match="not a training run dir"):
+        load_run(probe_dir(run, 0))
+
+
+def test_ppl_output_round_trips_as_mean_per_problem(tmp_path):
+    rows = [
+        {"problem_id": "a", "trace_index": 0, "ppl": 2.0, "num_tokens": 3},
+        {"problem_id": "a", "trace_index": 1, "ppl": 4.0, "num_tokens": 5},
+        {"problem_id": "b", "trace_index": 0, "ppl": 7.0, "num_tokens": 1},
+    ]
+    write_ppl(tmp_path / "run" / "ppl" / "base", rows, {"mean_ppl": 5.0})
+    assert run_ppl_dirs(tmp_path / "run") == [tmp_path / "run" / "ppl" / "base"]
+    assert load_ppl(tmp_path / "run" / "ppl" / "base") == {"a": 3.0, "b": 7.0}
+    assert json.loads((tmp_path / "run" / "ppl" / "base" / "ppl_summary.json").read_text()) == {
+        "mean_ppl": 5.0
+    }
