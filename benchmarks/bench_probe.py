@@ -185,7 +185,9 @@ sys.exit(code)
 
 def main(argv=None) -> dict:
     from probe.cli import parse
-    from probe.run import ProbeConfig, encode_prompt, load_model, probe_model
+    from probe.config import ProbeConfig
+    from probe.models import encode_prompt, load_model
+    from probe.run import probe_model
     from probe.tasks import TaskConfig, make_task
 
     # --- config
@@ -207,7 +209,7 @@ def main(argv=None) -> dict:
     print(f"load average before: {os.getloadavg()}  (2 cores here; other jobs slow every figure)")
     # --- model and problems
     model_dir = ensure_model(Path(args.model))
-    model, tokenizer = load_model(str(model_dir), probe_config)
+    model, tokenizer = load_model(str(model_dir), probe_config.dtype, probe_config.device)
     task = make_task(task_config)
     problems = task.problems()
     prompts = [encode_prompt(tokenizer, p.prompt, task_config.prompt_format) for p in problems]

@@ -9,7 +9,8 @@ USAGE = "usage: python -m probe {run,compare,plot,ppl} [options]  (python -m pro
 
 def _run(argv: list[str]) -> None:
     from probe.cli import parse
-    from probe.run import ProbeConfig, RunArguments, main
+    from probe.config import ProbeConfig
+    from probe.run import RunArguments, main
     from probe.tasks import TaskConfig
 
     task_config, probe_config, run_args = parse((TaskConfig, ProbeConfig, RunArguments), argv)
@@ -20,8 +21,8 @@ def _ppl(argv: list[str]) -> None:
     import dataclasses
 
     from probe.cli import parse
+    from probe.config import ProbeConfig
     from probe.ppl import PplArguments, main
-    from probe.run import ProbeConfig
     from probe.tasks import TaskConfig
 
     # A probe recipe works here too: its sampling section (ProbeConfig) does not apply to ppl.
@@ -47,6 +48,7 @@ COMMANDS = {"run": _run, "compare": _compare, "plot": _plot, "ppl": _ppl}
 
 def cli(argv: list[str] | None = None) -> int:
     from probe.cli import ConfigError
+    from probe.models import ModelError
     from probe.run import ProbeError
     from probe.store import ProbeDirError
 
@@ -56,7 +58,7 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     try:
         COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, ProbeError, ProbeDirError) as error:
+    except (ConfigError, ModelError, ProbeError, ProbeDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -2,7 +2,7 @@
 
 Per trace: `exp(mean over trace tokens of -log p(token | prompt, earlier trace tokens))` at
 temperature 1, prompt tokens excluded. The prompt is encoded exactly as the probe encodes it
-(`probe.run.encode_prompt`), the trace is tokenized on its own (no special tokens, no EOS added)
+(`probe.models.encode_prompt`), the trace is tokenized on its own (no special tokens, no EOS added)
 and appended, so trace tokens are what the model would have had to sample after that prompt.
 
 Input: a jsonl file of {"problem_id", "trace"} (optionally "prompt"; otherwise the prompt of that
@@ -24,6 +24,7 @@ import torch
 
 from probe.cli import ConfigError
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem
+from probe.models import encode_prompt, load_model
 from probe.store import load_problems, write_ppl
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ def summarize_ppl(rows: list[dict], classes: dict[str, str] | None) -> dict:
 
 def main(task_config, args: PplArguments) -> dict:
     """Score the traces, write ppl.parquet and ppl_summary.json, return the summary."""
-    from probe.run import ProbeConfig, encode_prompt, load_model
-
     # --- config
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.output_dir:
@@ -136,7 +135,7 @@ def main(task_config, args: PplArguments) -> dict:
     # --- prompts
     prompts = _prompts(task_config, traces)
     # --- model
-    model, tokenizer = load_model(args.model, ProbeConfig(dtype=args.dtype, device=args.device))
+    model, tokenizer = load_model(args.model, args.dtype, args.device)
     # --- score
     pairs = []
     for item in traces:

@@ -21,51 +21,24 @@ import numpy as np
 
 from probe import metrics
 from probe.cli import ConfigError
-from probe.sampling import HFSampler, SampleChunk, VLLMSampler, make_vllm_engine, problem_seed
+from probe.config import NOT_IDENTITY, ProbeConfig
+from probe.models import (
+    check_model_dir,
+    encode_prompt,
+    eval_mode,
+    load_model,
+    load_tokenizer,
+    process_state,
+)
+from probe.sampling import HFSampler, SampleChunk, Sampler, VLLMSampler, make_vllm_engine, problem_seed
 from probe.store import ProbeStore
 
 logger = logging.getLogger(__name__)
 NA = "NA"
-BACKENDS = ("hf", "vllm")
-NOT_IDENTITY = {"num_threads"}  # ProbeConfig fields that cannot change the samples
 
 
 class ProbeError(RuntimeError):
     """The probe cannot run as asked (bad model, tokenizer, problems); nothing was written."""
-
-
-@dataclass
-class ProbeConfig:
-    """How each problem is sampled and measured."""
-
-    n: int = field(default=64, metadata={"help": "Samples per problem (the budget; pass@k up to k = n)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 = off."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest completion, EOS included."})
-    batch_size: int = field(
-        default=256, metadata={"help": "Samples decoded together (one problem's n in chunks of this)."}
-    )
-    sampling_seed: int = field(
-        default=0,
-        metadata={"help": "Seed of the samples; each problem draws from (sampling_seed, problem_id)."},
-    )
-    zeta: float = field(default=0.05, metadata={"help": "Miss probability behind eps = -ln(zeta)/n."})
-    ks: list[int] = field(
-        default_factory=list,
-        metadata={"help": "Extra k values for pass@k besides 1, 2, 4, ..., n (each <= n)."},
-    )
-    backend: str = field(default="hf", metadata={"help": "hf (transformers, CPU/GPU) | vllm (GPU)."})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto | float32 | bfloat16 | float16."})
-    device: str = field(
-        default="auto", metadata={"help": "auto (this process's accelerator, else CPU) | cpu | cuda."}
-    )
-    num_threads: int = field(
-        default=0, metadata={"help": "CPU threads for torch in `python -m probe run` (0 = torch's default)."}
-    )
-    vllm_num_logprobs: int = field(
-        default=20, metadata={"help": "vllm: top logprobs per token behind its truncated entropy estimate."}
-    )
-    vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: GPU memory fraction."})
 
 
 @dataclass
@@ -82,41 +55,7 @@ class RunArguments:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
-def check_probe_config(config: ProbeConfig) -> None:
-    """ConfigError naming the first impossible setting."""
-    checks = [
-        (config.n >= 1, f"ProbeConfig.n must be >= 1, got {config.n}"),
-        (config.temperature > 0, f"ProbeConfig.temperature must be > 0, got {config.temperature}"),
-        (0 < config.top_p <= 1, f"ProbeConfig.top_p must be in (0, 1], got {config.top_p}"),
-        (config.max_new_tokens >= 1, f"ProbeConfig.max_new_tokens must be >= 1, got {config.max_new_tokens}"),
-        (config.batch_size >= 1, f"ProbeConfig.batch_size must be >= 1, got {config.batch_size}"),
-        (0 < config.zeta < 1, f"ProbeConfig.zeta must be in (0, 1), got {config.zeta}"),
-        (config.backend in BACKENDS, f"ProbeConfig.backend: {config.backend!r} is not one of {BACKENDS}"),
-    ]
-    for k in config.ks:
-        checks.append((1 <= k <= config.n, f"ProbeConfig.ks: k = {k} is outside 1..n (n = {config.n})"))
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-
-
-def pass_ks(config: ProbeConfig) -> list[int]:
-    return sorted(set(metrics.k_ladder(config.n)) | set(config.ks))
-
-
 # --- one problem
-
-
-def encode_prompt(tokenizer, prompt: str, prompt_format: str) -> list[int]:
-    """Prompt token ids: chat format through the tokenizer's chat template, compact as raw text.
-
-    No special tokens are added to compact prompts (TRL tokenizes training prompts the same way).
-    """
-    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 class ProblemTally:
@@ -232,7 +171,6 @@ def probe_model(
     `model` is an in-memory transformers model (or a vllm.LLM with backend "vllm"). Every process
     under accelerate calls this; each draws its share, rank 0 merges, all return the summary.
     """
-    check_probe_config(config)
     ids = [p.problem_id for p in problems]
     if len(set(ids)) != len(ids):
         raise ProbeError(
@@ -252,22 +190,17 @@ def probe_model(
     mine = [i for i in range(len(problems)) if i % state.num_processes == state.process_index]
     todo = [i for i in mine if problems[i].problem_id not in done]
     sampler = make_sampler(model, tokenizer, config)
-    prompt_format = getattr(getattr(task, "config", None), "prompt_format", "compact")
     store.open_records()
     bar = _progress(len(mine), len(mine) - len(todo), state.process_index, progress)
-    was_training = getattr(model, "training", False)  # a trainer's model: no dropout while probing
-    if was_training:
-        model.eval()
     try:
-        for i in todo:
-            prompt_ids = encode_prompt(tokenizer, problems[i].prompt, prompt_format)
-            record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
-            store.append_record(record)
-            bar.update(1)
+        with eval_mode(model):
+            for i in todo:
+                prompt_ids = encode_prompt(tokenizer, problems[i].prompt, task.config.prompt_format)
+                record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
+                store.append_record(record)
+                bar.update(1)
     finally:
         bar.close()
-        if was_training:
-            model.train()
 
     # --- merge (rank 0); the others wait for its summary
     if not state.is_main_process:
@@ -276,31 +209,21 @@ def probe_model(
     summary = summarize_run(records, task, config, identity, sampler)
     rows = [r for r in records if "skipped" not in r]
     c = np.array([r["c"] for r in rows], np.int64)
-    store.write_problems(rows, {f"pass@{k}": metrics.pass_at_k(config.n, c, k) for k in pass_ks(config)})
+    store.write_problems(rows, {f"pass@{k}": metrics.pass_at_k(config.n, c, k) for k in config.pass_ks})
     store.write_summary(summary)
     return summary
 
 
-def process_state():
-    """accelerate's process state; on a machine without CUDA, gloo ranks (a plain
-    `PartialState()` there ignores `accelerate launch` and makes every process rank 0 of 1)."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
     """What config.json holds: a rerun with anything different is another run."""
-    task_config = getattr(task, "config", None)
     return {
-        "task": asdict(task_config) if task_config is not None else {"task": getattr(task, "name", "")},
+        "task": asdict(task.config),
         "probe": {k: v for k, v in asdict(config).items() if k not in NOT_IDENTITY},
         "model": model_name,
     }
 
 
-def make_sampler(model, tokenizer, config: ProbeConfig):
+def make_sampler(model, tokenizer, config: ProbeConfig) -> Sampler:
     settings = dict(
         temperature=config.temperature,
         top_p=config.top_p,
@@ -371,7 +294,7 @@ def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict
         "verification_calls": calls,
         "verified_answers": int(sum(r["verified_answers"] for r in rows)),
         "samples_per_verification_call": samples / calls if calls else None,
-        "entropy_source": getattr(sampler, "entropy_source", "full_softmax_at_temperature_before_top_p"),
+        "entropy_source": sampler.entropy_source,
         "config": identity,
         "versions": _versions(),
     }
@@ -409,52 +332,12 @@ def format_table(summary: dict) -> str:
 # --- command
 
 
-def load_model(path: str, config: ProbeConfig):
-    """(model, tokenizer) from a checkpoint dir; ProbeError says what is wrong with it."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    directory = Path(path)
-    if not path or not directory.is_dir():
-        raise ProbeError(f"--model: {path!r} is not a directory")
-    if (directory / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(config.dtype)).merge_and_unload()
-    else:
-        try:
-            AutoConfig.from_pretrained(path)  # a dir without a model config fails here, clearly
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(config.dtype))
-        except (OSError, ValueError, KeyError) as error:
-            raise ProbeError(f"--model {path}: not a causal LM checkpoint ({error})") from None
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ProbeError(f"--model {path}: the tokenizer has neither a pad nor an EOS token")
-        logger.warning("tokenizer of %s has no pad token: using its EOS token %r", path, tokenizer.eos_token)
-        tokenizer.pad_token = tokenizer.eos_token
-    device = config.device
-    if device == "auto":
-        device = process_state().device if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), tokenizer
-
-
-def _dtype(name: str):
-    import torch
-
-    choices = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in choices:
-        raise ConfigError(f"ProbeConfig.dtype: {name!r} is not one of {sorted(choices)}")
-    return choices[name]
-
-
 def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict:
     """`python -m probe run --config RECIPE --model DIR --output_dir OUT [--overrides]`."""
     from probe.tasks import make_task
 
-    # --- config
+    # --- config (ProbeConfig checked itself when it was parsed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    check_probe_config(probe_config)
     if probe_config.num_threads > 0:
         import torch
 
@@ -469,20 +352,16 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
     # --- model
     if probe_config.backend == "vllm":
-        from transformers import AutoTokenizer
-
-        if not Path(run_args.model).is_dir():
-            raise ProbeError(f"--model: {run_args.model!r} is not a directory")
-
+        check_model_dir(run_args.model)
         model = make_vllm_engine(
             run_args.model,
             seed=probe_config.sampling_seed,
             gpu_memory_utilization=probe_config.vllm_gpu_memory_utilization,
             max_logprobs=probe_config.vllm_num_logprobs,
         )
-        tokenizer = AutoTokenizer.from_pretrained(run_args.model)
+        tokenizer = load_tokenizer(run_args.model)
     else:
-        model, tokenizer = load_model(run_args.model, probe_config)
+        model, tokenizer = load_model(run_args.model, probe_config.dtype, probe_config.device)
     # --- probe
     try:
         summary = probe_model(

@@ -29,6 +29,7 @@ import hashlib
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -44,6 +45,14 @@ class SampleChunk:
     lengths: np.ndarray  # (samples,) int64, generated tokens incl. EOS
     token_entropy: np.ndarray  # (samples,) float64, mean H_t over the sample's tokens, nats
     finished: np.ndarray  # (samples,) bool, EOS emitted within max_new_tokens
+
+
+class Sampler(Protocol):
+    """What the probe asks of a backend: `n` samples of one prompt, in chunks, reproducible per seed."""
+
+    entropy_source: str  # what SampleChunk.token_entropy is (summary.json reports it)
+
+    def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]: ...
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -98,6 +107,8 @@ def forward_with_cache(model, input_ids: torch.Tensor, cache, **kwargs) -> tuple
 
 class HFSampler:
     """Samples `n` completions of one prompt in chunks, sharing the prompt's KV cache."""
+
+    entropy_source = "full_softmax_at_temperature_before_top_p"
 
     def __init__(
         self,

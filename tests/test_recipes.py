@@ -23,7 +23,7 @@ def test_every_recipe_directory_has_recipes():
 
 @pytest.mark.parametrize("path", _recipes("probe"), ids=lambda p: p.name)
 def test_probe_recipe_parses(path):
-    from probe.run import ProbeConfig
+    from probe.config import ProbeConfig
     from probe.tasks import TaskConfig
 
     task, probe = parse((TaskConfig, ProbeConfig), ["--config", str(path)])
@@ -59,7 +59,7 @@ def test_accelerate_config_loads(path):
 
 
 def test_unknown_recipe_key_is_named(tmp_path):
-    from probe.run import ProbeConfig
+    from probe.config import ProbeConfig
     from probe.tasks import TaskConfig
 
     recipe = tmp_path / "bad.yaml"
@@ -69,7 +69,7 @@ def test_unknown_recipe_key_is_named(tmp_path):
 
 
 def test_wrong_type_in_recipe_is_named(tmp_path):
-    from probe.run import ProbeConfig
+    from probe.config import ProbeConfig
     from probe.tasks import TaskConfig
 
     recipe = tmp_path / "bad.yaml"
@@ -81,8 +81,8 @@ def test_wrong_type_in_recipe_is_named(tmp_path):
 def test_ppl_reads_a_probe_recipe_task_section_and_skips_its_sampling_section():
     import dataclasses
 
+    from probe.config import ProbeConfig
     from probe.ppl import PplArguments
-    from probe.run import ProbeConfig
     from probe.tasks import TaskConfig
 
     sampling = {field.name for field in dataclasses.fields(ProbeConfig)}

@@ -75,10 +75,7 @@ class ProbeCallback(TrainerCallback):
         out = probe_dir(self.run_dir, step)
         accelerator.wait_for_everyone()  # every rank must agree on whether the dir is finished
         if not is_finished(out):  # a finished dir (resumed run) is read, not redone
-            was_training = getattr(model, "training", False)  # a vllm.LLM has no train/eval mode
-            if was_training:
-                model.eval()
-            with preserved_rng(), torch.no_grad():
+            with preserved_rng(), torch.no_grad():  # probe_model leaves the policy's training mode as it was
                 probe_model(
                     model,
                     self.trainer.processing_class,
@@ -89,8 +86,6 @@ class ProbeCallback(TrainerCallback):
                     model_name=model_name,
                     progress=False,
                 )
-            if was_training:
-                model.train()
         accelerator.wait_for_everyone()
         base = probe_dir(self.run_dir, 0)
         metrics = probe_metrics(out, base if is_finished(base) else None)

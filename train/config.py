@@ -116,7 +116,7 @@ def _bf16_hardware() -> bool:
 
 def load_probe_recipe(path: str):
     """(TaskConfig, ProbeConfig) from a probe recipe YAML."""
-    from probe.run import ProbeConfig
+    from probe.config import ProbeConfig
     from probe.tasks import TaskConfig
 
     if not Path(path).is_file():

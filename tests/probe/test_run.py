@@ -92,6 +92,7 @@ def test_probe_run_writes_a_consistent_probe_dir(random_model_dir, tmp_path):
     assert summary["metrics"]["eps"] == pytest.approx(-math.log(0.05) / 8, rel=1e-12)
     assert summary["n"] == 8 and summary["samples_per_second"] > 0
     assert summary["samples_per_verification_call"] >= 1
+    assert summary["entropy_source"] == "full_softmax_at_temperature_before_top_p"
     assert (out / "config.json").exists()
 
 
@@ -175,6 +176,18 @@ def test_unknown_task_n_below_one_and_k_above_n_are_refused(capsys, random_model
     assert not out.exists()
 
 
+def test_probe_config_refuses_an_impossible_setting_however_it_is_built():
+    import dataclasses
+
+    from probe.cli import ConfigError
+    from probe.config import ProbeConfig
+
+    with pytest.raises(ConfigError, match="ProbeConfig.top_p"):
+        ProbeConfig(top_p=0.0)
+    with pytest.raises(ConfigError, match="k = 8 is outside 1..n"):
+        dataclasses.replace(ProbeConfig(n=8, ks=[8]), n=4)  # the trainer's probe_n override
+
+
 def test_a_dir_holding_another_run_is_refused_unless_overwrite(capsys, random_model_dir, tmp_path):
     out = tmp_path / "out"
     assert cli(_args(random_model_dir, out, "--n", "2", "--num_problems", "2")) == 0
@@ -228,7 +241,8 @@ def test_two_accelerate_ranks_share_the_problems_and_match_one_process(random_mo
 def test_probe_model_takes_an_in_memory_model_and_leaves_its_mode(random_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probe.run import ProbeConfig, probe_model
+    from probe.config import ProbeConfig
+    from probe.run import probe_model
     from probe.tasks import TaskConfig, make_task
 
     model = AutoModelForCausalLM.from_pretrained(random_model_dir).train()

@@ -91,7 +91,8 @@ def test_base_record_names_its_probe_task_and_fingerprint(tiny_base, tiny_probe_
 def test_trained_base_beats_an_untrained_model_at_pass_at_8(
     tiny_base, tiny_random_model, tiny_probe_recipe, tmp_path
 ):
-    from probe.run import ProbeConfig, probe_model
+    from probe.config import ProbeConfig
+    from probe.run import probe_model
 
     task = make_task(load_task_config(tiny_probe_recipe))
     problems = task.problems()

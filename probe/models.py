@@ -1,0 +1,105 @@
+"""A checkpoint for the probe: its directory checked, model and tokenizer loaded onto a device,
+prompts encoded as the trainer encodes them, and the eval-mode toggle while a model is probed.
+
+One place for both backends: the vLLM branch checks the same directory and loads the same tokenizer;
+only the engine itself comes from probe.sampling.make_vllm_engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from probe.cli import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(RuntimeError):
+    """The --model directory cannot be probed (missing, not a causal LM, unusable tokenizer)."""
+
+
+def process_state() -> PartialState:
+    """accelerate's process state; on a machine without CUDA, gloo ranks (a plain
+    `PartialState()` there ignores `accelerate launch` and makes every process rank 0 of 1)."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: {name!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def check_model_dir(path: str) -> Path:
+    """The checkpoint directory, or ModelError naming what is wrong with `--model`."""
+    directory = Path(path)
+    if not path or not directory.is_dir():
+        raise ModelError(f"--model: {path!r} is not a directory")
+    return directory
+
+
+def load_tokenizer(path: str):
+    """The checkpoint's tokenizer; one without a pad token pads with its EOS token (and says so)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"--model {path}: the tokenizer has neither a pad nor an EOS token")
+        logger.warning("tokenizer of %s has no pad token: using its EOS token %r", path, tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, dtype: str = "auto", device: str = "auto"):
+    """(model in eval mode on `device`, tokenizer) from a checkpoint dir: a full model or a PEFT
+    adapter (merged into its base). device "auto": this process's accelerator, else CPU."""
+    directory = check_model_dir(path)
+    if (directory / "adapter_config.json").exists():
+        # why: importing peft adds seconds to every start-up (~10 s under load); only adapters need it
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype)).merge_and_unload()
+    else:
+        try:
+            AutoConfig.from_pretrained(path)  # a dir without a model config fails here, clearly
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelError(f"--model {path}: not a causal LM checkpoint ({error})") from None
+    tokenizer = load_tokenizer(path)
+    if device == "auto":
+        device = process_state().device if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
+
+
+def encode_prompt(tokenizer, prompt: str, prompt_format: str) -> list[int]:
+    """Prompt token ids: chat format through the tokenizer's chat template, compact as raw text.
+
+    No special tokens are added to compact prompts (TRL tokenizes training prompts the same way).
+    """
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """The model in eval mode (no dropout) while it is probed, back in training mode afterwards if it
+    was training (a trainer's policy). A model without modes (a vllm.LLM) is left as it is."""
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
