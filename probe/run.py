@@ -5,7 +5,9 @@ Per problem: `n` samples from the sampler (probe.sampling), verification once pe
 only the answer histogram kept in memory, then one record line (probe.store). Under
 `accelerate launch` problem i goes to process i % num_processes; rank 0 merges everything into
 problems.parquet and summary.json. A completion that hit `max_new_tokens` without EOS counts as
-the answer "NA" (unfinished), without being verified.
+the answer "NA" with reason "unfinished", without being verified. Why samples are NA or unscored is
+counted per problem (`reasons` in the record, over samples; `reason` per sample in its shard) and in
+total (`reasons` in summary.json), in the tasks' vocabulary (probe.tasks.Reason) plus "unfinished".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,9 +35,10 @@ from probe.models import (
 )
 from probe.sampling import HFSampler, SampleChunk, Sampler, VLLMSampler, make_vllm_engine, problem_seed
 from probe.store import ProbeStore
+from probe.tasks import NA, Reason, Verdict, count_reasons
 
 logger = logging.getLogger(__name__)
-NA = "NA"
+UNFINISHED = Verdict(NA, False, "unfinished")  # hit max_new_tokens without EOS: NA, never verified
 
 
 class ProbeError(RuntimeError):
@@ -63,11 +67,12 @@ class ProblemTally:
 
     def __init__(self):
         self.histogram: dict[str, list] = {}  # answer -> [count, correct]
-        self.verdicts: dict[str | None, object] = {}  # extracted answer -> Verdict
-        self.samples = self.unfinished = self.verification_calls = 0
+        self.verdicts: dict[str | None, Verdict] = {}  # extracted answer -> Verdict
+        self.reasons: Counter[str] = Counter()  # reason -> samples
+        self.samples = self.verification_calls = 0
         self.entropy_sum = self.length_sum = 0.0
 
-    def judge(self, task, problem, chunk: SampleChunk) -> list:
+    def judge(self, task, problem, chunk: SampleChunk) -> list[Verdict]:
         """Verdicts for a chunk: one judge_many call for the answers not verified before."""
         answer_of = {text: task.extract(text) for text in set(chunk.texts)}  # once per distinct text
         extracted = [
@@ -81,26 +86,29 @@ class ProblemTally:
             judged = task.judge_many(problem, list(new.values()))
             self.verdicts.update(zip(new, judged, strict=True))
             self.verification_calls += 1
-        return [self.verdicts[a] if done else None for a, done in zip(extracted, chunk.finished, strict=True)]
+        return [
+            self.verdicts[a] if done else UNFINISHED
+            for a, done in zip(extracted, chunk.finished, strict=True)
+        ]
 
-    def add(self, chunk: SampleChunk, verdicts: list) -> list[dict]:
+    def add(self, chunk: SampleChunk, verdicts: list[Verdict]) -> list[dict]:
         rows = []
         for i, verdict in enumerate(verdicts):
-            answer, correct = (verdict.answer, bool(verdict.correct)) if verdict is not None else (NA, False)
-            entry = self.histogram.setdefault(answer, [0, correct])
+            correct = bool(verdict.correct)
+            entry = self.histogram.setdefault(verdict.answer, [0, correct])
             entry[0] += 1
-            done = bool(chunk.finished[i])
-            self.unfinished += not done
             rows.append(
                 {
                     "completion": chunk.texts[i],
                     "length": int(chunk.lengths[i]),
                     "token_entropy": float(chunk.token_entropy[i]),
-                    "finished": done,
-                    "answer": answer,
+                    "finished": bool(chunk.finished[i]),
+                    "answer": verdict.answer,
                     "correct": correct,
+                    "reason": verdict.reason,
                 }
             )
+        self.reasons.update(count_reasons(verdicts))
         self.samples += len(verdicts)
         self.entropy_sum += float(np.sum(chunk.token_entropy))
         self.length_sum += float(np.sum(chunk.lengths))
@@ -118,7 +126,8 @@ class ProblemTally:
             "answers": [{"answer": a, "count": count, "correct": correct} for a, (count, correct) in answers],
             "token_entropy": self.entropy_sum / self.samples,
             "mean_length": self.length_sum / self.samples,
-            "unfinished": self.unfinished,
+            "unfinished": self.reasons[UNFINISHED.reason],
+            "reasons": dict(sorted(self.reasons.items())),
             "verification_calls": self.verification_calls,
             "verified_answers": len(self.verdicts),
             "seconds": seconds,
@@ -135,13 +144,13 @@ def probe_problem(sampler, task, problem, index: int, prompt_ids, config: ProbeC
             prompt_ids, config.n, problem_seed(config.sampling_seed, problem.problem_id)
         ):
             verdicts = tally.judge(task, problem, chunk)
-            if any(v is not None and v.correct is None for v in verdicts):
+            if any(v.correct is None for v in verdicts):
                 shard.discard()
                 logger.warning("problem %s: gold answer unparseable, skipped", problem.problem_id)
                 return {
                     "problem_index": index,
                     "problem_id": problem.problem_id,
-                    "skipped": "gold unparseable",
+                    "skipped": Reason.GOLD_UNPARSEABLE,
                 }
             shard.write(tally.add(chunk, verdicts))
         shard.commit()
@@ -288,6 +297,7 @@ def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict
         "num_problems": len(rows),
         "skipped_problems": len(records) - len(rows),
         "unfinished_samples": int(sum(r["unfinished"] for r in rows)),
+        "reasons": dict(sorted(sum((Counter(r["reasons"]) for r in rows), Counter()).items())),
         # summed over problems (and processes): time spent sampling, verifying and storing
         "seconds": seconds,
         "samples_per_second": samples / seconds if seconds > 0 else None,

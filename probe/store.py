@@ -8,7 +8,7 @@ Probe dir layout (see the design doc):
                                        flushed and fsynced per line; a torn last line is ignored
     OUT/samples/p000123.jsonl.gz       one gzip shard per problem (its index in the probe set): one
                                        line per sample {sample, completion, length, token_entropy,
-                                       finished, answer, correct}; streamed chunk by chunk into a
+                                       finished, answer, correct, reason}; streamed chunk by chunk into a
                                        temporary file, renamed into place before the record is written
     OUT/problems.parquet               one row per problem, probe-set order (written by rank 0)
     OUT/summary.json                   written last, atomically: its presence marks a finished dir
@@ -240,6 +240,7 @@ class ProbeStore:
                 "token_entropy": pa.array([r["token_entropy"] for r in records], pa.float64()),
                 "mean_length": pa.array([r["mean_length"] for r in records], pa.float64()),
                 "unfinished": pa.array([r["unfinished"] for r in records], pa.int64()),
+                "reasons": pa.array([dumps(r["reasons"]) for r in records], pa.string()),
                 **{
                     name: pa.array(np.asarray(v, np.float64), pa.float64())
                     for name, v in pass_columns.items()
@@ -269,10 +270,13 @@ def _diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
 
 
 def load_problems(probe_dir: str | os.PathLike) -> list[dict]:
-    """problems.parquet rows with fields/answers decoded (the records probe.metrics reads)."""
+    """problems.parquet rows with their JSON columns decoded (the records probe.metrics reads);
+    `reasons` (reason -> samples) is absent from probe dirs written before it existed."""
     rows = pq.read_table(Path(probe_dir) / PROBLEMS).to_pylist()
     for row in rows:
-        row["fields"], row["answers"] = json.loads(row["fields"]), json.loads(row["answers"])
+        for key in ("fields", "answers", "reasons"):
+            if key in row:
+                row[key] = json.loads(row[key])
     return rows
 
 

@@ -89,6 +89,13 @@ class LeashGRPOConfig(GRPOConfig):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get LoRA adapters."},
     )
+    format_reward_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a format reward (1.0 when the answer is in the task's answer format) beside "
+            "correctness (weight 1.0), through TRL's reward_weights; 0: off."
+        },
+    )
     wandb_project: str = field(default="leash", metadata={"help": "W&B project (report_to: wandb)."})
 
     def __post_init__(self):
@@ -96,6 +103,15 @@ class LeashGRPOConfig(GRPOConfig):
             # TRL turns bf16 on when unset; without a bf16 GPU that refuses the recipe, so an unset
             # bf16 means "where the hardware has it" (a recipe for GPUs still parses on CPU).
             self.bf16 = False
+        if self.format_reward_weight:
+            if self.format_reward_weight < 0:
+                raise ConfigError(f"format_reward_weight must be >= 0, got {self.format_reward_weight}")
+            if self.reward_weights is not None:
+                raise ConfigError(
+                    "format_reward_weight and reward_weights both set: format_reward_weight sets "
+                    "reward_weights to [1.0, format_reward_weight] (correctness, format)"
+                )
+            self.reward_weights = [1.0, self.format_reward_weight]
         super().__post_init__()
         if self.train_task is None:
             self.train_task = {}

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import transformers
@@ -27,40 +27,6 @@ from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
 logger = logging.getLogger("train")
 
 
-def guarded_reward(reward_function: Callable, name: str) -> Callable:
-    """A TRL reward function that never raises: a completion whose reward raises gets None (TRL skips
-    it), and the count is logged as `rewards/<name>/errors` (per generation batch)."""
-
-    def reward(prompts, completions, **kwargs):
-        log_metric = kwargs.get("log_metric")
-        try:
-            rewards = reward_function(prompts=prompts, completions=completions, **kwargs)
-            errors = 0
-        except Exception:  # retry one completion at a time to find the ones that raise
-            rewards, errors = [], 0
-            for i in range(len(prompts)):
-                row = {
-                    k: v[i : i + 1] if isinstance(v, list) and len(v) == len(prompts) else v
-                    for k, v in kwargs.items()
-                }
-                try:
-                    rewards.extend(
-                        reward_function(prompts=prompts[i : i + 1], completions=completions[i : i + 1], **row)
-                    )
-                except Exception as error:
-                    errors += 1
-                    logger.warning(
-                        "reward %s raised on completion %r: %r -> None", name, completions[i], error
-                    )
-                    rewards.append(None)
-        if log_metric is not None:
-            log_metric(f"rewards/{name}/errors", float(errors))
-        return rewards
-
-    reward.__name__ = name
-    return reward
-
-
 def checkpoint_step(checkpoint: str | None) -> int:
     if checkpoint is None:
         return 0
@@ -70,7 +36,7 @@ def checkpoint_step(checkpoint: str | None) -> int:
 def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
     """Train; returns the trainer (None when a resumed run had nothing left to do)."""
     from probe.tasks import make_task
-    from train.rewards import make_reward_function
+    from train.rewards import make_format_reward, make_reward_function
 
     # --- config (every refusal happens here, before a model is loaded)
     validate(config)
@@ -120,14 +86,15 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
             target_modules=config.lora_target_modules,
         )
 
-    # --- rewards
-    correctness = make_reward_function(train_task)
-    reward = guarded_reward(correctness, name=correctness.__name__)
+    # --- rewards (weights: config.reward_weights, set from format_reward_weight when that is on)
+    reward_funcs = [make_reward_function(train_task)]
+    if config.format_reward_weight:
+        reward_funcs.append(make_format_reward(train_task))
 
     # --- trainer + callbacks
     trainer = LeashGRPOTrainer(
         model=config.model_name_or_path,
-        reward_funcs=[reward],
+        reward_funcs=reward_funcs,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,

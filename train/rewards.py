@@ -2,20 +2,26 @@
 
 TRL calls `reward(prompts=..., completions=..., **columns)` with one list entry per completion;
 the dataset's other columns arrive as keyword lists (`problem_id`, `fields` as a JSON string; see
-train/data.py). Completions are strings, or message lists in conversational mode (the last
-message's content is the answer text). Rewards: 1.0 correct, 0.0 wrong, None where the gold answer
-cannot be parsed (TRL skips it) or where the verifier itself raised (counted in `.errors`).
+train/data.py), plus TRL's own `log_metric`. Completions are strings, or message lists in
+conversational mode (the last message's content is the answer text).
+
+Correctness: 1.0 correct, 0.0 wrong or unscored, None where the gold answer cannot be parsed (TRL
+skips it). Per generation batch it logs, through TRL's `log_metric`, how many completions carry each
+verdict reason (probe.tasks.Reason) as `rewards/<name>/<reason>`: TRL averages the values over the
+processes and generation batches of a logging step, so the figure is completions per process per
+generation batch. Verifiers never raise on model output; an exception here is a bug and surfaces.
+
+Format (on with `format_reward_weight` > 0): 1.0 when the completion's answer is in the task's
+answer format (grammar / tags / \\boxed{}), else 0.0.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
+from collections.abc import Callable
 
-from probe.tasks import Problem, Task
-
-logger = logging.getLogger(__name__)
+from probe.tasks import Problem, Reason, Task, Verdict, count_reasons
 
 
 def completion_text(completion: str | list[dict]) -> str:
@@ -30,20 +36,36 @@ def completion_text(completion: str | list[dict]) -> str:
     return str(content)
 
 
-def _prompt_text(prompt: str | list[dict]) -> str:
-    return prompt if isinstance(prompt, str) else completion_text(prompt)
+def reward_name(task: Task, kind: str) -> str:
+    """`countdown_correct`, `reasoning_gym_countdown_format`, ...: safe as a W&B key segment."""
+    return f"{task.name.replace(':', '_')}_{kind}"
 
 
-class RewardFunction:
+class CorrectnessReward:
     """Callable with TRL's reward signature; `__name__` is what TRL logs (`rewards/<name>/mean`)."""
 
-    def __init__(self, task: Task, name: str) -> None:
+    def __init__(self, task: Task) -> None:
         self.task = task
-        self.__name__ = name
-        self.errors = 0  # completions whose verification raised (their reward is None)
+        self.__name__ = reward_name(task, "correct")
 
-    def __call__(self, prompts: list, completions: list, **kwargs) -> list[float | None]:
-        problem_ids, fields = kwargs["problem_id"], kwargs["fields"]
+    def __call__(
+        self,
+        prompts: list,
+        completions: list,
+        problem_id: list[str],
+        fields: list,
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs,
+    ) -> list[float | None]:
+        verdicts = self.judge(prompts, completions, problem_id, fields)
+        if log_metric is not None:
+            counts = count_reasons(verdicts)
+            for reason in Reason:  # every reason, zeros included, so TRL's averages are per batch
+                log_metric(f"rewards/{self.__name__}/{reason}", float(counts.get(reason, 0)))
+        return [None if v.correct is None else float(v.correct) for v in verdicts]
+
+    def judge(self, prompts: list, completions: list, problem_ids: list[str], fields: list) -> list[Verdict]:
+        """Verdicts in order; each problem's completions are judged together (once per distinct answer)."""
         problems: dict[str, Problem] = {}
         groups: dict[str, list[int]] = defaultdict(list)  # problem_id -> completion positions
         texts = []
@@ -51,65 +73,34 @@ class RewardFunction:
         for position, (prompt, completion, problem_id, field_json) in enumerate(rows):
             if problem_id not in problems:
                 loaded = json.loads(field_json) if isinstance(field_json, str) else field_json
-                problems[problem_id] = Problem(problem_id, _prompt_text(prompt), loaded)
+                prompt_text = prompt if isinstance(prompt, str) else completion_text(prompt)
+                problems[problem_id] = Problem(problem_id, prompt_text, loaded)
             groups[problem_id].append(position)
             texts.append(completion_text(completion))
-        rewards: list[float | None] = [None] * len(texts)
+        verdicts: list[Verdict | None] = [None] * len(texts)
         for problem_id, positions in groups.items():
-            for position, reward in zip(
-                positions, self._group(problems[problem_id], positions, texts), strict=True
-            ):
-                rewards[position] = reward
-        return rewards
-
-    def _group(self, problem: Problem, positions: list[int], texts: list[str]) -> list[float | None]:
-        """One problem's rewards: judged together (once per distinct answer), else one by one."""
-        try:
-            return [self.score(problem, text) for text in self._batch(problem, [texts[p] for p in positions])]
-        except Exception:  # noqa: BLE001 - fall back to per-completion so one bad input costs one reward
-            pass
-        rewards = []
-        for position in positions:
-            try:
-                rewards.append(self.score(problem, self._batch(problem, [texts[position]])[0]))
-            except Exception as error:  # noqa: BLE001 - training goes on; the count is reported
-                self.errors += 1
-                logger.warning(
-                    "%s: verifier raised on %s: %r; reward None", self.__name__, problem.problem_id, error
-                )
-                rewards.append(None)
-        return rewards
-
-    def _batch(self, problem: Problem, texts: list[str]) -> list:
-        return self.task.judge_many(problem, texts)
-
-    def score(self, problem: Problem, verdict) -> float | None:
-        return None if verdict.correct is None else float(verdict.correct)
+            judged = self.task.judge_many(problems[problem_id], [texts[p] for p in positions])
+            for position, verdict in zip(positions, judged, strict=True):
+                verdicts[position] = verdict
+        return verdicts
 
 
-class FormatReward(RewardFunction):
+class FormatReward:
     """1.0 when the completion's answer is in the task's answer format (grammar / tags / \\boxed{})."""
 
-    def _batch(self, problem: Problem, texts: list[str]) -> list:
-        return [self.task.follows_format(text) for text in texts]
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.__name__ = reward_name(task, "format")
 
-    def score(self, problem: Problem, follows: bool) -> float | None:
-        return float(follows)
-
-
-def reward_name(task: Task, kind: str) -> str:
-    """`countdown_correct`, `reasoning_gym_countdown_format`, ...: safe as a W&B key segment."""
-    return f"{task.name.replace(':', '_')}_{kind}"
+    def __call__(self, prompts: list, completions: list, **kwargs) -> list[float]:
+        return [float(self.task.follows_format(completion_text(c))) for c in completions]
 
 
-def make_reward_function(task: Task) -> RewardFunction:
+def make_reward_function(task: Task) -> CorrectnessReward:
     """Correctness reward: 1.0 / 0.0, None when the gold answer cannot be parsed."""
-    return RewardFunction(task, reward_name(task, "correct"))
+    return CorrectnessReward(task)
 
 
 def make_format_reward(task: Task) -> FormatReward:
     """Format reward: 1.0 when the answer is in the task's answer format, else 0.0."""
-    return FormatReward(task, reward_name(task, "format"))
-
-
-format_reward = make_format_reward  # the name in the shared design's interface
+    return FormatReward(task)

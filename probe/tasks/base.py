@@ -1,15 +1,17 @@
 """What every task shares: its config, problems, verdicts, the Task interface, answer extraction,
 and the base of the tasks whose scorer runs in an isolated worker process.
 
-`Task.judge` never raises on model output: anything unparseable is `Verdict("NA", False)`.
+`Task.judge` never raises on model output: anything it cannot score is `Verdict("NA", False, reason)`
+with a `Reason`; the only place a scorer's failure is caught is `_IsolatedTask._score`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from probe.sandbox import IsolatedScorer, ScorerCrashed, ScorerTimeout
@@ -29,10 +31,33 @@ class Problem:
     fields: dict  # JSON-serialisable verifier inputs (countdown: {"numbers": [...], "target": int})
 
 
+class Reason(enum.StrEnum):
+    """Why a verdict is NA or unscored (`Verdict.reason`; None on a verdict the verifier scored).
+
+    The one vocabulary: the reward logs the count of each per generation batch as
+    `rewards/<reward name>/<reason>`, the probe per problem (`reasons` in its record) and in total
+    (`reasons` in summary.json). Adding a reason is one line here.
+    """
+
+    NO_ANSWER = "no_answer"  # nothing extracted: no answer tags / no \boxed{} / an empty completion
+    TOO_LONG = "too_long"  # the extracted answer is longer than TaskConfig.max_answer_chars
+    OUTSIDE_GRAMMAR = "outside_grammar"  # not an answer of the task's grammar (countdown's; math-verify's)
+    VERIFIER_TIMEOUT = "verifier_timeout"  # the isolated scorer ran past verifier_timeout_seconds
+    VERIFIER_ERROR = "verifier_error"  # the isolated scorer crashed
+    GOLD_UNPARSEABLE = "gold_unparseable"  # the gold answer cannot be parsed (correct is None)
+
+
 @dataclass(frozen=True)
 class Verdict:
-    answer: str  # canonical answer, or "NA" (unparseable / unfinished / no answer)
-    correct: bool | None  # None: gold answer unparseable (problem skipped, counted, warned)
+    answer: str  # canonical answer, or "NA" (no answer / unparseable / unscored)
+    correct: bool | None  # None: gold answer unparseable (problem skipped, warned)
+    reason: str | None = None  # why NA or unscored (a Reason, or the probe's "unfinished"); None: scored
+
+
+def count_reasons(verdicts: Iterable[Verdict]) -> dict[str, int]:
+    """reason -> how many verdicts carry it (scored verdicts, reason None, are not counted)."""
+    counts = Counter(str(v.reason) for v in verdicts if v.reason is not None)
+    return dict(sorted(counts.items()))
 
 
 @dataclass(frozen=True)
@@ -133,8 +158,6 @@ class Task:
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
-        # "gold_unparseable" (distinct problems), "verifier_timeout", "verifier_error": read by callers
-        self.counters: Counter[str] = Counter()
 
     def problems(self) -> list[Problem]:
         """Seeded, deterministic problem list."""
@@ -145,7 +168,7 @@ class Task:
         raise NotImplementedError
 
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
-        """Verdict for an extracted answer (None = no answer)."""
+        """Verdict for an extracted answer (None = no answer); never raises on the answer."""
         raise NotImplementedError
 
     def follows_format(self, completion: str) -> bool:
@@ -206,21 +229,21 @@ class _IsolatedTask(Task):
         super().__init__(config)
         self.scorer = IsolatedScorer(self.preload, config.verifier_timeout_seconds, config.verifier_memory_mb)
 
-    def _score(self, kind: str, **args) -> object | None:
-        """Scorer result, or None after a timeout/crash (counted and logged)."""
+    def _score(self, kind: str, **args) -> object:
+        """The scorer's result, or the Reason it gave none: the one place a verifier's failure is
+        caught (it restarts on the next call); the caller turns the Reason into an unscored verdict."""
         try:
             return self.scorer.call(kind, **args)
         except ScorerTimeout:
-            self.counters["verifier_timeout"] += 1
             logger.warning(
-                "%s: scorer timed out (limit %s s); answer judged incorrect",
+                "%s: scorer timed out (limit %s s); answer unscored",
                 self.name,
                 self.config.verifier_timeout_seconds,
             )
+            return Reason.VERIFIER_TIMEOUT
         except ScorerCrashed as error:
-            self.counters["verifier_error"] += 1
-            logger.warning("%s: scorer failed (%s); answer judged incorrect", self.name, error)
-        return None
+            logger.warning("%s: scorer failed (%s); answer unscored", self.name, error)
+            return Reason.VERIFIER_ERROR
 
     def close(self) -> None:
         self.scorer.close()

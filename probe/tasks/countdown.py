@@ -22,7 +22,7 @@ from probe.expression import (
     numbers_used,
     parse_expression,
 )
-from probe.tasks.base import NA, Problem, SFTExample, Task, TaskConfig, Verdict, last_tagged
+from probe.tasks.base import NA, Problem, Reason, SFTExample, Task, TaskConfig, Verdict, last_tagged
 
 COUNTDOWN_CHAT_INSTRUCTION = (
     "\nPut the final expression inside <answer></answer>, e.g. <answer>(1+2)*3</answer>."
@@ -139,9 +139,11 @@ class CountdownTask(Task):
         return answer is not None and self.parse(answer) is not None
 
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
-        tree = None if answer is None else self.parse(answer)
+        if answer is None:
+            return Verdict(NA, False, Reason.NO_ANSWER)
+        tree = self.parse(answer)
         if tree is None:
-            return Verdict(NA, False)
+            return Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
         text = canonical(tree)
         if sorted(numbers_used(tree)) != sorted(problem.fields["numbers"]):
             return Verdict(text, False)

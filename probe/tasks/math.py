@@ -9,7 +9,7 @@ import logging
 import random
 
 from probe.cli import ConfigError
-from probe.tasks.base import NA, Problem, TaskConfig, Verdict, _IsolatedTask, last_boxed
+from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_boxed
 
 logger = logging.getLogger(__name__)
 
@@ -68,28 +68,34 @@ class MathTask(_IsolatedTask):
 
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
         gold = problem.fields["answer"]
+        unscored = Reason.NO_ANSWER if answer is None else None  # why an answer goes unscored
         if answer is not None and len(answer) > self.config.max_answer_chars:
-            answer = None
+            answer, unscored = None, Reason.TOO_LONG
+        gold_unparseable = Verdict(NA, None, Reason.GOLD_UNPARSEABLE)
         if gold in self._gold_ok and (answer is None or not self._gold_ok[gold]):
-            return Verdict(NA, False if self._gold_ok[gold] else None)
+            return Verdict(NA, False, unscored) if self._gold_ok[gold] else gold_unparseable
+        # the scorer runs even without an answer, to learn whether the gold parses
         result = self._score(
             "math",
             gold=gold,
             answer=answer,
             timeout_seconds=max(1, int(self.config.verifier_timeout_seconds / 3)),
         )
-        if result is None:  # timeout/crash: counted in _score
-            return Verdict(NA, False)
+        if isinstance(result, Reason):
+            return Verdict(NA, False, result)
         if not result["gold_ok"]:
             if gold not in self._gold_ok:
-                self.counters["gold_unparseable"] += 1
                 logger.warning(
                     "math: gold answer of %s cannot be parsed (%r); problem skipped", problem.problem_id, gold
                 )
             self._gold_ok[gold] = False
-            return Verdict(NA, None)
+            return gold_unparseable
         self._gold_ok[gold] = True
-        return Verdict(result["answer"] or NA, bool(result["correct"]))
+        if answer is None:
+            return Verdict(NA, False, unscored)
+        if not result["answer"]:  # math-verify found nothing to parse in the answer
+            return Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
+        return Verdict(result["answer"], bool(result["correct"]))
 
 
 def _read_local_rows(path: str) -> list[dict]:

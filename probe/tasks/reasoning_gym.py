@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from probe.cli import ConfigError
-from probe.tasks.base import NA, Problem, TaskConfig, Verdict, _IsolatedTask, last_tagged
+from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_tagged
 from probe.tasks.countdown import CountdownTask
 
 REASONING_GYM_CHAT_INSTRUCTION = "\nPut your final answer inside <answer></answer>."
@@ -66,9 +66,13 @@ class ReasoningGymTask(_IsolatedTask):
         return answer or None
 
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
-        if answer is None or len(answer) > self.config.max_answer_chars:
-            return Verdict(NA, False)
+        if answer is None:
+            return Verdict(NA, False, Reason.NO_ANSWER)
+        if len(answer) > self.config.max_answer_chars:
+            return Verdict(NA, False, Reason.TOO_LONG)
         if self._grammar is not None and self._grammar.parse(answer) is None:
-            return Verdict(answer, False)
+            return Verdict(answer, False, Reason.OUTSIDE_GRAMMAR)
         score = self._score("reasoning_gym", fields=problem.fields, answer=answer)
+        if isinstance(score, Reason):
+            return Verdict(answer, False, score)
         return Verdict(answer, score == 1.0)

@@ -46,6 +46,7 @@ def write_probe_dir(
                 "token_entropy": float(entropy),
                 "mean_length": 10.0,
                 "unfinished": 0,
+                "reasons": {},
             }
         )
     n = records[0]["n"]

@@ -73,6 +73,7 @@ def _probe_dir(path, solved: dict[str, bool]):
             "token_entropy": 0.0,
             "mean_length": 1.0,
             "unfinished": 0,
+            "reasons": {},
         }
         for pid, ok in solved.items()
     ]

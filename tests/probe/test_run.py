@@ -294,3 +294,51 @@ def test_probe_of_the_tiny_base_finds_correct_answers_and_verifies_them(
             if sample["finished"]:  # the stored verdict is the task's verdict of the stored text
                 verdict = task.judge(problems[row["problem_id"]], sample["completion"])
                 assert (verdict.answer, verdict.correct) == (sample["answer"], sample["correct"])
+
+
+class LengthScorer:
+    """Stands in for the isolated worker: by the answer's length, a timeout, a crash, or a wrong answer."""
+
+    def call(self, kind, answer, **args):
+        from probe.sandbox import ScorerCrashed, ScorerTimeout
+
+        if len(answer) % 3 == 0:
+            raise ScorerTimeout("past the limit")
+        if len(answer) % 3 == 1:
+            raise ScorerCrashed("worker died")
+        return 0.0
+
+    def close(self):
+        pass
+
+
+def test_verifier_timeouts_and_crashes_are_counted_in_records_and_summary(tiny_base, tmp_path):
+    from collections import Counter
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probe.config import ProbeConfig
+    from probe.run import probe_model
+    from probe.tasks import TaskConfig, make_task
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    # an isolated-scorer task (compact: the whole completion is the answer) on prompts the tiny base
+    # answers with expressions of many lengths, so the stand-in scorer times out, crashes and scores
+    task = make_task(TaskConfig(task="reasoning_gym:basic_arithmetic", num_problems=1))
+    task.scorer = LengthScorer()
+    problems = make_task(TaskConfig(seed=99, num_problems=4, max_numbers=3, max_target=30)).problems()
+    config = ProbeConfig(n=32, max_new_tokens=16)
+    summary = probe_model(model, tokenizer, task, problems, config, tmp_path / "p", progress=False)
+    per_sample, per_problem = Counter(), Counter()
+    for index, row in enumerate(load_problems(tmp_path / "p")):
+        samples = read_samples(tmp_path / "p" / "samples" / f"p{index:06d}.jsonl.gz")
+        counted = Counter(s["reason"] for s in samples if s["reason"] is not None)
+        assert row["reasons"] == dict(counted)
+        assert row["unfinished"] == counted["unfinished"] == sum(not s["finished"] for s in samples)
+        per_sample.update(counted)
+        per_problem.update(row["reasons"])
+    assert summary["reasons"] == dict(sorted(per_sample.items()))
+    assert summary["reasons"]["verifier_timeout"] >= 1 and summary["reasons"]["verifier_error"] >= 1
+    assert summary["unfinished_samples"] == per_sample["unfinished"]
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["reasons"] == summary["reasons"]

@@ -21,6 +21,7 @@ from probe.sandbox import ScorerTimeout
 from probe.tasks import (
     NA,
     Problem,
+    Reason,
     TaskConfig,
     Verdict,
     countdown_key,
@@ -174,7 +175,8 @@ def test_countdown_verifier_hand_cases(countdown, numbers, target, completion, a
      "3×5", "٣+٥", "3+5\x00", "1/(3)(5)"],
 )  # fmt: skip
 def test_countdown_text_outside_the_grammar_is_na(countdown, completion):
-    assert countdown.judge(countdown_problem([3, 5], 8), completion) == Verdict(NA, False)
+    reason = Reason.OUTSIDE_GRAMMAR if completion.strip() else Reason.NO_ANSWER
+    assert countdown.judge(countdown_problem([3, 5], 8), completion) == Verdict(NA, False, reason)
 
 
 def test_chat_format_takes_the_last_answer_tag(countdown_chat):
@@ -188,7 +190,8 @@ def test_chat_format_takes_the_last_answer_tag(countdown_chat):
             "<answer></answer>",
         ],
     )
-    assert judged == [Verdict("3+5", True), Verdict(NA, False), Verdict(NA, False), Verdict(NA, False)]
+    no_answer = Verdict(NA, False, Reason.NO_ANSWER)
+    assert judged == [Verdict("3+5", True), no_answer, no_answer, no_answer]
 
 
 def test_answer_extractors():
@@ -243,10 +246,9 @@ def test_payload_creates_nothing_through_the_countdown_verifiers(
 ):
     marker = tmp_path / "FILE"
     payload = PAYLOAD.format(path=marker)
-    assert countdown.judge(countdown_problem([3, 5], 8), payload) == Verdict(NA, False)
-    assert countdown_chat.judge(countdown_problem([3, 5], 8), f"<answer>{payload}</answer>") == Verdict(
-        NA, False
-    )
+    refused = Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
+    assert countdown.judge(countdown_problem([3, 5], 8), payload) == refused
+    assert countdown_chat.judge(countdown_problem([3, 5], 8), f"<answer>{payload}</answer>") == refused
     problem = rg_countdown.problems()[0]
     assert rg_countdown.judge(problem, f"<answer>{payload}</answer>").correct is False
     # Past our grammar check, straight into reasoning-gym's scorer (sympy parse_expr) in the worker:
@@ -370,7 +372,11 @@ def test_reasoning_gym_countdown_scores_its_own_solutions(rg_countdown):
         solution = dataset[index]["answer"]
         completions = [f"<answer> {solution} </answer>", f"<answer>{solution}+1</answer>", "no tags"]
         verdicts = rg_countdown.judge_many(problem, completions)
-        assert verdicts == [Verdict(solution, True), Verdict(f"{solution}+1", False), Verdict(NA, False)]
+        assert verdicts == [
+            Verdict(solution, True),
+            Verdict(f"{solution}+1", False),
+            Verdict(NA, False, Reason.NO_ANSWER),
+        ]
 
 
 def test_reasoning_gym_other_dataset_by_name():
@@ -448,13 +454,42 @@ def test_math_verify_cases_in_a_worker_thread(math_task, tmp_path):
     off_main, verdicts = in_thread(math_task.judge_many, problem, completions)
     assert off_main
     assert [v.correct for v in verdicts] == [True, True, True, False, False, False, False]
+    assert [v.reason for v in verdicts[4:6]] == [Reason.NO_ANSWER, Reason.NO_ANSWER]
+    assert all(v.reason is None for v in verdicts[:4])  # scored, right or wrong
     assert [v.answer for v in verdicts[:5]] == ["0.750000000000000", "3/4", "3/4", "1", NA]
     assert not marker.exists()
     _, verdict = in_thread(math_task.judge, math_task.problems()[2], "x = \\boxed{2}")
     assert verdict == Verdict("2", True)
 
 
-def test_math_unparseable_gold_is_none_with_one_counted_warning(math_file, caplog):
+def test_math_answer_over_the_length_limit_is_na_and_says_so(math_file):
+    task = make_task(TaskConfig(task="math", data_path=str(math_file), max_answer_chars=5))
+    try:
+        problem = task.problems()[2]
+        _, verdicts = in_thread(task.judge_many, problem, ["\\boxed{2}", "\\boxed{2+0+0+0}"])
+        assert verdicts == [Verdict("2", True), Verdict(NA, False, Reason.TOO_LONG)]
+    finally:
+        task.close()
+
+
+def test_a_scorer_timeout_or_crash_is_an_unscored_verdict_saying_which(math_file):
+    from probe.sandbox import ScorerCrashed
+
+    class Failing:
+        def call(self, kind, **args):
+            raise {"\\frac{3}{4}": ScorerTimeout, "2": ScorerCrashed}[args["gold"]]("failed")
+
+        def close(self):
+            pass
+
+    task = make_task(TaskConfig(task="math", data_path=str(math_file), id_column="id"))
+    task.scorer = Failing()
+    slow, crashing = task.problems()[0], task.problems()[2]
+    assert task.judge(slow, "\\boxed{1}") == Verdict(NA, False, Reason.VERIFIER_TIMEOUT)
+    assert task.judge(crashing, "\\boxed{1}") == Verdict(NA, False, Reason.VERIFIER_ERROR)
+
+
+def test_math_unparseable_gold_is_none_with_one_warning(math_file, caplog):
     task = make_task(TaskConfig(task="math", data_path=str(math_file), id_column="id"))
     try:
         problem = task.problems()[1]
@@ -462,7 +497,7 @@ def test_math_unparseable_gold_is_none_with_one_counted_warning(math_file, caplo
             _, first = in_thread(task.judge_many, problem, ["\\boxed{1}", "none"])
             _, second = in_thread(task.judge, problem, "\\boxed{2}")
         assert [v.correct for v in [*first, second]] == [None, None, None]
-        assert task.counters["gold_unparseable"] == 1
+        assert {v.reason for v in [*first, second]} == {Reason.GOLD_UNPARSEABLE}
         assert sum("cannot be parsed" in record.message for record in caplog.records) == 1
     finally:
         task.close()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.grpo import cli, guarded_reward
+from train.grpo import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs" / "train" / "countdown_tiny.yaml"
@@ -94,9 +94,9 @@ def run_train(tiny_base: Path, run_dir: Path, probe_recipe: Path, *extra: str) -
 
 @pytest.fixture(scope="module")
 def first_run(tiny_base, tiny_probe_recipe, tmp_path_factory):
-    """Two steps: probes at steps 0 and 2, a checkpoint at 2."""
+    """Two steps: probes at steps 0 and 2, a checkpoint at 2; the format reward on at weight 0.5."""
     run_dir = tmp_path_factory.mktemp("grpo") / "run"
-    run_train(tiny_base, run_dir, tiny_probe_recipe, "--max_steps", "2")
+    run_train(tiny_base, run_dir, tiny_probe_recipe, "--max_steps", "2", "--format_reward_weight", "0.5")
     return run_dir, tiny_probe_recipe
 
 
@@ -129,6 +129,28 @@ def test_wandb_offline_files_hold_probe_keys_at_the_probe_steps(first_run):
     assert "train/loss" in row  # the probe joined the trainer's own row at step 2
     figures = [r for r in history_rows(run_dir) if "plots/pass_at_k/_type" in r]
     assert [(r["train/global_step"], r["plots/pass_at_k/_type"]) for r in figures] == [(2, "image-file")]
+
+
+def test_format_reward_is_weighted_in_and_verdict_reasons_are_logged(first_run):
+    run_dir, _ = first_run
+    state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    rows = [h for h in state["log_history"] if "reward" in h]
+    assert [h["step"] for h in rows] == [1, 2]
+    for row in rows:
+        correct, follows = row["rewards/countdown_correct/mean"], row["rewards/countdown_format/mean"]
+        assert row["reward"] == pytest.approx(correct + 0.5 * follows, rel=1e-5)  # TRL's reward_weights
+        # counts per generation batch (16 completions): the completions outside the answer format
+        unformatted = (
+            row["rewards/countdown_correct/no_answer"] + row["rewards/countdown_correct/outside_grammar"]
+        )
+        assert unformatted / 16 == pytest.approx(1.0 - follows, rel=1e-5)
+        assert (
+            row["rewards/countdown_correct/verifier_timeout"]
+            == row["rewards/countdown_correct/too_long"]
+            == 0
+        )
+    wandb_row = next(r for r in history_rows(run_dir) if "train/rewards/countdown_correct/no_answer" in r)
+    assert "train/rewards/countdown_format/mean" in wandb_row
 
 
 def test_resume_continues_without_gap_or_repeat(first_run, tiny_base):
@@ -177,6 +199,8 @@ def recipe_args(tiny_base, tmp_path):
         (["--per_device_train_batch_size", "12", "--num_generations", "8"], "divisible by num_generations"),
         (["--model_name_or_path", "runs/no/such_model"], "base model dir runs/no/such_model does not exist"),
         (["--dynamic_sampling", "true", "--loss_type", "grpo"], "dynamic_sampling with loss_type='grpo'"),
+        (["--format_reward_weight", "0.5", "--reward_weights", "1", "2"], "format_reward_weight and reward_"),
+        (["--format_reward_weight", "-1"], "format_reward_weight must be >= 0"),
     ],
     ids=[
         "unknown-key",
@@ -185,6 +209,8 @@ def recipe_args(tiny_base, tmp_path):
         "batch-not-divisible",
         "missing-base",
         "ds-loss",
+        "two-weightings",
+        "negative-format-weight",
     ],
 )
 def test_bad_recipe_is_refused_naming_the_problem(recipe_args, extra, message, capsys):
@@ -193,25 +219,6 @@ def test_bad_recipe_is_refused_naming_the_problem(recipe_args, extra, message, c
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not (Path(recipe_args[-1]) / "checkpoint-1").exists()
-
-
-def test_a_reward_that_raises_on_one_completion_gives_none_for_it_and_counts_it():
-    def reward(prompts, completions, **kwargs):
-        if "boom" in completions:
-            raise ValueError("verifier crashed")
-        return [float(len(c)) for c in completions]
-
-    logged = []
-    guarded = guarded_reward(reward, "length")
-    rewards = guarded(
-        prompts=["a", "b", "c"],
-        completions=["xy", "boom", "z"],
-        problem_id=["1", "2", "3"],
-        log_metric=lambda name, value: logged.append((name, value)),
-    )
-    assert rewards == [2.0, None, 1.0]
-    assert logged == [("rewards/length/errors", 1.0)]
-    assert guarded.__name__ == "length"
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from probe.tasks import CountdownTask, TaskConfig, countdown_prompt, make_task
-from train.rewards import completion_text, format_reward, make_format_reward, make_reward_function
+from probe.sandbox import ScorerCrashed, ScorerTimeout
+from probe.tasks import CountdownTask, Reason, TaskConfig, countdown_prompt, make_task
+from train.rewards import completion_text, make_format_reward, make_reward_function
 
 PAYLOAD = "__import__('os').system('touch {path}')"
 
@@ -89,7 +90,43 @@ def test_unparseable_gold_gives_none_not_zero(math_task):
     thread.start()
     thread.join()
     assert result["rewards"] == [1.0, 0.0, None]
-    assert math_task.counters["gold_unparseable"] == 1
+
+
+class FakeScorer:
+    """Stands in for the isolated worker: "slow" times out, "crash" crashes, anything else scores 0."""
+
+    def call(self, kind, answer, **args):
+        if answer == "slow":
+            raise ScorerTimeout("past the limit")
+        if answer == "crash":
+            raise ScorerCrashed("worker died")
+        return 0.0
+
+    def close(self):
+        pass
+
+
+def test_verifier_timeouts_and_crashes_are_counted_per_batch_through_log_metric():
+    task = make_task(TaskConfig(task="reasoning_gym:basic_arithmetic", num_problems=1))
+    task.scorer = FakeScorer()
+    problem = task.problems()[0]
+    completions = ["slow", "crash", "slow", "12", "   "]
+    logged = []
+    reward = make_reward_function(task)
+    rewards = reward(
+        prompts=[problem.prompt] * 5,
+        completions=completions,
+        **columns([{"id": problem.problem_id, "fields": problem.fields}] * 5),
+        log_metric=lambda name, value: logged.append((name, value)),
+    )
+    assert rewards == [0.0, 0.0, 0.0, 0.0, 0.0]
+    counts = dict(logged)
+    assert len(counts) == len(logged) == len(Reason)  # every reason, once per call (zeros included)
+    name = "reasoning_gym_basic_arithmetic_correct"
+    assert counts[f"rewards/{name}/verifier_timeout"] == 2.0  # one scorer call, two completions
+    assert counts[f"rewards/{name}/verifier_error"] == 1.0
+    assert counts[f"rewards/{name}/no_answer"] == 1.0
+    assert counts[f"rewards/{name}/too_long"] == 0.0
 
 
 class ExplodingCountdown(CountdownTask):
@@ -99,11 +136,11 @@ class ExplodingCountdown(CountdownTask):
         return super().verify(problem, answer)
 
 
-def test_a_verifier_that_raises_costs_one_reward_and_is_counted():
+def test_a_verifier_bug_surfaces_instead_of_being_counted_away():
     reward = make_reward_function(ExplodingCountdown(TaskConfig()))
     prompts, completions, kwargs = countdown_rows("(3+5)*2", "boom", "3+5+2")
-    assert reward(prompts=prompts, completions=completions, **kwargs) == [1.0, None, 0.0]
-    assert reward.errors == 1
+    with pytest.raises(RuntimeError, match="verifier bug"):
+        reward(prompts=prompts, completions=completions, **kwargs)
 
 
 def test_format_reward_checks_the_answer_grammar(countdown):
@@ -116,7 +153,7 @@ def test_format_reward_checks_the_answer_grammar(countdown):
     ]
     chat = make_task(TaskConfig(prompt_format="chat"))
     prompts, completions, kwargs = countdown_rows("<answer>9*9</answer>", "9*9", "<answer>9 9</answer>")
-    assert format_reward(chat)(prompts=prompts, completions=completions, **kwargs) == [1.0, 0.0, 0.0]
+    assert make_format_reward(chat)(prompts=prompts, completions=completions, **kwargs) == [1.0, 0.0, 0.0]
 
 
 def test_reward_functions_have_readable_names(countdown):
