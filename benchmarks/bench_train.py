@@ -41,11 +41,13 @@ def parse_args(argv):
 
 
 def recipe(model: str, output_dir: str, steps: int):
+    from trl import ModelConfig
+
     from probe.cli import parse
     from train.config import LeashGRPOConfig
 
-    (config,) = parse(
-        (LeashGRPOConfig,),
+    config, _ = parse(
+        (LeashGRPOConfig, ModelConfig),
         ["--config", str(RECIPE), "--model_name_or_path", model, "--output_dir", output_dir,
          "--max_steps", str(steps), "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1000",
          "--probe_steps", "0", "--no_probe_at_start", "--no_probe_at_end", "--disable_tqdm", "true"],

@@ -40,11 +40,15 @@ def test_base_recipe_parses(path):
 
 @pytest.mark.parametrize("path", _recipes("train"), ids=lambda p: p.name)
 def test_train_recipe_parses(path, tmp_path):
+    from trl import ModelConfig
+
     from train.config import LeashGRPOConfig
 
-    (config,) = parse((LeashGRPOConfig,), ["--config", str(path), "--output_dir", str(tmp_path)])
+    config, model_args = parse(
+        (LeashGRPOConfig, ModelConfig), ["--config", str(path), "--output_dir", str(tmp_path)]
+    )
     assert config.num_generations >= 2
-    assert config.model_name_or_path
+    assert model_args.model_name_or_path
 
 
 @pytest.mark.parametrize("path", _recipes("accelerate"), ids=lambda p: p.name)

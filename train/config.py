@@ -1,7 +1,10 @@
-"""The training recipe: TRL's `GRPOConfig` plus what leash adds (base model, task, probes, ProRL, LoRA).
+"""The training recipe: TRL's `GRPOConfig` plus what leash adds (task, probes, ProRL, format reward),
+parsed together with TRL's own `ModelConfig` (model_name_or_path, dtype, attn_implementation,
+model_revision, use_peft and lora_*).
 
-Every default lives here; recipes under configs/train/ only set values. `validate` runs right
-after parsing, before any model is loaded, and raises `ConfigError` naming what is wrong.
+Every default lives here or in TRL's dataclasses; recipes under configs/train/ only set values.
+`validate` runs right after parsing, before any model is loaded, and raises `ConfigError` naming what
+is wrong; `model_init_kwargs` derives how TRL loads the model (and the reference) from ModelConfig.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import GRPOConfig
+from trl import GRPOConfig, ModelConfig
 
 from probe.cli import ConfigError, parse
 
 # "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# ModelConfig fields that reach from_pretrained, by the keyword they go there under.
+MODEL_INIT_KEYS = {
+    "dtype": "dtype",
+    "attn_implementation": "attn_implementation",
+    "model_revision": "revision",
+}
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Losses that normalise by the tokens actually kept, so a group masked out of the loss is truly dropped
 # (grpo/dr_grpo/sapo/luspo average over rows or a fixed length, so masked rows would dilute the rest).
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo")
@@ -25,12 +35,9 @@ TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo")
 
 @dataclass
 class LeashGRPOConfig(GRPOConfig):
-    """GRPOConfig + leash's fields; TRL's options (loss_type, epsilon, beta, ...) pass through."""
+    """GRPOConfig + leash's fields; TRL's options (loss_type, epsilon, beta, trust_remote_code, ...) pass
+    through. The model's own settings are TRL's ModelConfig, parsed beside it."""
 
-    model_name_or_path: str = field(
-        default="",
-        metadata={"help": "Base model: a local model dir (e.g. runs/base/countdown_tiny) or a Hub id."},
-    )
     train_task: dict | str | None = field(
         default_factory=dict,
         metadata={
@@ -80,14 +87,6 @@ class LeashGRPOConfig(GRPOConfig):
     dynamic_sampling_max_tries: int = field(
         default=0,
         metadata={"help": "Extra generation rounds per step refilling dropped groups; 0: drop only."},
-    )
-    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Module names that get LoRA adapters."},
     )
     format_reward_weight: float = field(
         default=0.0,
@@ -151,7 +150,7 @@ def train_task_config(config: LeashGRPOConfig):
     return TaskConfig(**config.train_task)
 
 
-def check_base_model(name_or_path: str) -> None:
+def check_base_model(name_or_path: str | None) -> None:
     if not name_or_path:
         raise ConfigError("model_name_or_path: not set (a base model dir or a Hub id)")
     if os.path.isdir(name_or_path):
@@ -168,9 +167,14 @@ def check_base_model(name_or_path: str) -> None:
     )
 
 
-def validate(config: LeashGRPOConfig) -> None:
+def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
     """Refuse a recipe that cannot work, before any model is loaded (overlap is checked in train.data)."""
-    check_base_model(config.model_name_or_path)
+    check_base_model(model_args.model_name_or_path)
+    if model_args.dtype not in (None, *DTYPES):
+        raise ConfigError(f"dtype: {model_args.dtype!r} is not one of {DTYPES}")
+    for key, keyword in MODEL_INIT_KEYS.items():
+        if keyword in (config.model_init_kwargs or {}):
+            raise ConfigError(f"model_init_kwargs.{keyword}: set it as {key} (TRL's ModelConfig) instead")
     train_task_config(config)
     if config.ref_reset_steps < 0 or config.probe_steps < 0 or config.dynamic_sampling_max_tries < 0:
         raise ConfigError("ref_reset_steps, probe_steps and dynamic_sampling_max_tries must be >= 0")
@@ -179,7 +183,7 @@ def validate(config: LeashGRPOConfig) -> None:
             f"ref_reset_steps={config.ref_reset_steps} while beta=0: without a KL penalty there is no "
             "reference model to reset (set beta > 0 or ref_reset_steps: 0)"
         )
-    if config.ref_reset_steps and config.use_peft:
+    if config.ref_reset_steps and model_args.use_peft:
         raise ConfigError(
             "ref_reset_steps with use_peft: a LoRA run's reference is the base with the adapter disabled; "
             "a reset would have to merge the adapter into the base weights, after which a checkpoint is no "
@@ -211,3 +215,10 @@ def validate(config: LeashGRPOConfig) -> None:
             )
     if config.probe_n is not None and config.probe_n < 1:
         raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")
+
+
+def model_init_kwargs(config: LeashGRPOConfig, model_args: ModelConfig) -> dict:
+    """GRPOConfig.model_init_kwargs with ModelConfig's dtype, attn_implementation and revision, as
+    open-r1 passes them; TRL adds trust_remote_code (GRPOConfig's, off unless a recipe sets it)."""
+    ours = {keyword: getattr(model_args, key) for key, keyword in MODEL_INIT_KEYS.items()}
+    return {**(config.model_init_kwargs or {}), **ours}

@@ -17,10 +17,11 @@ import transformers
 from accelerate import PartialState
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, get_peft_config
 
 from probe.cli import ConfigError, parse
 from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
-from train.config import LeashGRPOConfig, load_probe_recipe, train_task_config, validate
+from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
 from train.data import check_no_overlap, problems_dataset, without_probe_problems
 from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
 
@@ -33,13 +34,14 @@ def checkpoint_step(checkpoint: str | None) -> int:
     return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
 
 
-def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
+def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer | None:
     """Train; returns the trainer (None when a resumed run had nothing left to do)."""
     from probe.tasks import make_task
     from train.rewards import make_format_reward, make_reward_function
 
     # --- config (every refusal happens here, before a model is loaded)
-    validate(config)
+    validate(config, model_args)
+    config.model_init_kwargs = model_init_kwargs(config, model_args)
     train_task = make_task(train_task_config(config))
     probe_task = probe_config = None
     if config.probe_recipe:
@@ -72,19 +74,12 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
     check_no_overlap(train_problems, probe_problems)
     dataset = problems_dataset(train_problems, conversational=train_task.config.prompt_format == "chat")
 
-    # --- model (TRL loads it from model_name_or_path with model_init_kwargs; also the reference)
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    peft_config = None
-    if config.use_peft:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-        )
+    # --- model (TRL loads it, and the reference, from model_name_or_path with model_init_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=config.trust_remote_code,
+    )
 
     # --- rewards (weights: config.reward_weights, set from format_reward_weight when that is on)
     reward_funcs = [make_reward_function(train_task)]
@@ -93,12 +88,12 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
 
     # --- trainer + callbacks
     trainer = LeashGRPOTrainer(
-        model=config.model_name_or_path,
+        model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=get_peft_config(model_args),
     )
     use_leash_wandb_callback(trainer)
     trainer.add_callback(NaNGuardCallback(trainer))
@@ -106,7 +101,7 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
         trainer.add_callback(ReferenceResetCallback(trainer))
     if probe_task is not None:
         trainer.add_callback(
-            ProbeCallback(trainer, probe_task, probe_problems, probe_config, config.model_name_or_path)
+            ProbeCallback(trainer, probe_task, probe_problems, probe_config, model_args.model_name_or_path)
         )
 
     # --- train, resuming from the latest checkpoint of this run
@@ -134,8 +129,8 @@ def main(config: LeashGRPOConfig) -> LeashGRPOTrainer | None:
 
 def cli(args: Sequence[str] | None = None) -> None:
     try:
-        (config,) = parse((LeashGRPOConfig,), args)
-        main(config)
+        config, model_args = parse((LeashGRPOConfig, ModelConfig), args)
+        main(config, model_args)
     except ConfigError as error:
         print(f"train: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -17,7 +17,7 @@ def _no_reward(prompts, completions, **kwargs):
 
 def test_nan_reward_stops_the_run_without_saving_that_step(tiny_random_model, tmp_path):
     args = LeashGRPOConfig(
-        output_dir=str(tmp_path / "run"), model_name_or_path=str(tiny_random_model), use_cpu=True, bf16=False,
+        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False,
         activation_checkpointing=False, max_steps=3, per_device_train_batch_size=4, num_generations=2,
         max_completion_length=4, report_to="none", save_strategy="steps", save_steps=1, disable_tqdm=True,
     )  # fmt: skip

@@ -102,7 +102,6 @@ def _trainer(model_dir, tmp_path, **overrides) -> LeashGRPOTrainer:
 
     settings = dict(
         output_dir=str(tmp_path / "run"),
-        model_name_or_path=str(model_dir),
         use_cpu=True,
         bf16=False,
         activation_checkpointing=False,

@@ -1,0 +1,65 @@
+"""train.config: the recipe is LeashGRPOConfig beside TRL's ModelConfig; how the model is loaded and
+its LoRA adapter come from TRL's own ModelConfig and get_peft_config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig, get_peft_config
+
+from probe.cli import ConfigError, parse
+from train.config import LeashGRPOConfig, model_init_kwargs, validate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+def _parse(recipe: str, *extra: str, tmp_path: Path):
+    return parse(
+        (LeashGRPOConfig, ModelConfig),
+        ["--config", str(CONFIGS / recipe), "--output_dir", str(tmp_path), *extra],
+    )
+
+
+def test_model_settings_reach_from_pretrained_through_model_init_kwargs(tmp_path):
+    config, model_args = _parse(
+        "countdown_tiny.yaml", "--dtype", "bfloat16", "--attn_implementation", "eager", tmp_path=tmp_path
+    )
+    assert model_init_kwargs(config, model_args) == {
+        "dtype": "bfloat16",
+        "attn_implementation": "eager",
+        "revision": "main",
+    }
+    assert config.trust_remote_code is False  # TRL passes GRPOConfig's own flag; off unless a recipe sets it
+
+
+def test_a_model_setting_given_twice_is_refused_naming_where_it_belongs(tmp_path, tiny_random_model):
+    config, model_args = _parse(
+        "countdown_tiny.yaml",
+        "--model_name_or_path", str(tiny_random_model),
+        "--model_init_kwargs", '{"dtype": "float16"}',
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="model_init_kwargs.dtype: set it as dtype"):
+        validate(config, model_args)
+    model_args.dtype = "fp8"
+    config.model_init_kwargs = None
+    with pytest.raises(ConfigError, match="dtype: 'fp8'"):
+        validate(config, model_args)
+
+
+def test_the_lora_recipe_gives_trls_lora_config(tmp_path):
+    _, model_args = _parse("prorl_r1_distill_qwen_1.5b_lora.yaml", tmp_path=tmp_path)
+    lora = get_peft_config(model_args)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.task_type) == (64, 128, 0.0, "CAUSAL_LM")
+    assert set(lora.target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    _, full = _parse("prorl_r1_distill_qwen_1.5b.yaml", tmp_path=tmp_path)
+    assert get_peft_config(full) is None
