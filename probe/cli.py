@@ -1,9 +1,13 @@
-"""Recipe parsing shared by every command: dataclass defaults < YAML recipe < command line.
+"""What every command shares: recipe parsing and the exit convention.
 
-TRL's `TrlParser` already rejects unknown YAML keys; on top of it we check the *types* of
-values that came from YAML (argparse converts only string defaults, so `n: 1.5` or
-`seed: [1]` would otherwise slip through) and turn every failure into one `ConfigError`
-that names the offending key.
+Parsing: dataclass defaults < YAML recipe < command line. TRL's `TrlParser` already rejects unknown
+YAML keys; on top of it we check the *types* of values that came from YAML (argparse converts only
+string defaults, so `n: 1.5` or `seed: [1]` would otherwise slip through) and turn every failure
+into one `ConfigError` that names the offending key.
+
+Exit convention (`run_command`, used by every entry point: probe run/compare/plot/ppl, train,
+train.build_base): bad input, an `InputError`, is one line on stderr naming it and exit status 2; a
+failure mid-run is exit status 1 (`RunFailed`: one line; anything unexpected: its traceback).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 import tempfile
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -22,8 +26,32 @@ import yaml
 from trl import TrlParser
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Bad input (recipe, command line, model dir, probe dir): one line naming it, exit 2."""
+
+
+class RunFailed(Exception):
+    """The run started and failed in a way it names itself (e.g. a non-finite loss): one line, exit 1."""
+
+
+class ConfigError(InputError, ValueError):
     """A recipe or command line is wrong; the message names the key."""
+
+
+def run_command(prog: str, work: Callable[[], object]) -> int:
+    """Run a command's work under the exit convention; returns the exit status (0 when it finished).
+
+    An unexpected exception is not caught: it is a bug to see in full, and Python exits 1 on it.
+    """
+    try:
+        work()
+    except InputError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except RunFailed as error:
+        print(f"{prog}: failed: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:

@@ -254,13 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict:
+def command(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     # --- compare
-    try:
-        result = compare(args.reference, args.candidates, intersect=args.intersect)
-    except ProbeDirError as error:
-        raise SystemExit(f"probe compare: {error}") from None
+    result = compare(args.reference, args.candidates, intersect=args.intersect)
     # --- save
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,14 +16,14 @@ import torch
 from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from probe.cli import ConfigError
+from probe.cli import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelError(RuntimeError):
+class ModelError(InputError):
     """The --model directory cannot be probed (missing, not a causal LM, unusable tokenizer)."""
 
 

@@ -28,7 +28,7 @@ from matplotlib.ticker import ScalarFormatter
 from probe import store
 from probe.compare import compare_pair
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem, k_ladder, pass_at_k, summarize
-from probe.store import ProbeDirError, ProbeResult
+from probe.store import ProbeResult
 
 CLASS_NAMES = {"P": "P preserved", "E": "E expanded", "S": "S shrunk", "O": "O out of support"}
 CLASS_COLOURS = {"P": "tab:green", "E": "tab:blue", "S": "tab:red", "O": "tab:gray"}
@@ -207,12 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
+def command(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
-    try:
-        written = plot_run(args.run, args.output_dir, args.ppl)
-    except ProbeDirError as error:
-        raise SystemExit(f"probe plot: {error}") from None
+    written = plot_run(args.run, args.output_dir, args.ppl)
     for path in written:
         print(f"wrote {path}")
     return written

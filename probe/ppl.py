@@ -13,19 +13,23 @@ P/E/S/O class of the problem when `--compare REF_PROBE_DIR CAND_PROBE_DIR` is gi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from probe.cli import ConfigError
+from probe.cli import ConfigError, parse
+from probe.config import ProbeConfig
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem
 from probe.models import encode_prompt, load_model
 from probe.store import load_problems, write_ppl
+from probe.tasks import TaskConfig, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +167,6 @@ def _prompts(task_config, traces: list[dict]) -> dict[str, str]:
     prompts = {item["problem_id"]: item["prompt"] for item in traces if isinstance(item.get("prompt"), str)}
     missing = {item["problem_id"] for item in traces} - prompts.keys()
     if missing:
-        from probe.tasks import make_task
-
         task = make_task(task_config)
         known = {p.problem_id: p.prompt for p in task.problems()}
         task.close()
@@ -187,3 +189,10 @@ def _save(out: Path, rows: list[dict], summary: dict, args: PplArguments) -> dic
             shown = "undefined" if group["mean_ppl"] is None else f"{group['mean_ppl']:.4g}"
             print(f"  {name}: {group['num_problems']} problems, mean ppl {shown}")
     return summary
+
+
+def command(argv: Sequence[str]) -> dict:
+    """`python -m probe ppl --model DIR --traces FILE --output_dir OUT [--config PROBE_RECIPE]`: parse,
+    then main. A probe recipe works here too: its sampling section (ProbeConfig) does not apply."""
+    sampling_keys = {f.name for f in dataclasses.fields(ProbeConfig)}
+    return main(*parse((TaskConfig, PplArguments), argv, recipe_ignores=sampling_keys))

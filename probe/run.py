@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from probe import metrics
-from probe.cli import ConfigError
+from probe.cli import ConfigError, InputError, parse
 from probe.config import NOT_IDENTITY, ProbeConfig
 from probe.models import (
     check_model_dir,
@@ -35,14 +35,14 @@ from probe.models import (
 )
 from probe.sampling import HFSampler, SampleChunk, Sampler, VLLMSampler, make_vllm_engine, problem_seed
 from probe.store import ProbeStore
-from probe.tasks import NA, Reason, Verdict, count_reasons
+from probe.tasks import NA, Reason, TaskConfig, Verdict, count_reasons, make_task
 
 logger = logging.getLogger(__name__)
 UNFINISHED = Verdict(NA, False, "unfinished")  # hit max_new_tokens without EOS: NA, never verified
 
 
-class ProbeError(RuntimeError):
-    """The probe cannot run as asked (bad model, tokenizer, problems); nothing was written."""
+class ProbeError(InputError):
+    """The probe cannot run as asked (its problems); nothing was written."""
 
 
 @dataclass
@@ -343,9 +343,7 @@ def format_table(summary: dict) -> str:
 
 
 def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict:
-    """`python -m probe run --config RECIPE --model DIR --output_dir OUT [--overrides]`."""
-    from probe.tasks import make_task
-
+    """Probe the checkpoint `run_args.model` on the task's problems; returns summary.json's content."""
     # --- config (ProbeConfig checked itself when it was parsed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if probe_config.num_threads > 0:
@@ -391,3 +389,8 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
         print(format_table(summary))
         print(f"wrote {run_args.output_dir}")
     return summary
+
+
+def command(argv: Sequence[str]) -> dict:
+    """`python -m probe run --config RECIPE --model DIR --output_dir OUT [--overrides]`: parse, then main."""
+    return main(*parse((TaskConfig, ProbeConfig, RunArguments), argv))

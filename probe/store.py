@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from probe.cli import InputError
 from probe.metrics import check_record, common_budget
 
 CONFIG = "config.json"
@@ -53,8 +54,8 @@ PPL_SUMMARY = "ppl_summary.json"
 DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
 
 
-class ProbeDirError(RuntimeError):
-    """The output directory cannot be used as asked; nothing was changed."""
+class ProbeDirError(InputError):
+    """A probe dir (or run dir) cannot be used as asked; nothing was changed."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from probe.cli import ConfigError, check_types, parse
+from probe.cli import ConfigError, check_types, parse, run_command
 from probe.tasks import SFTExample, TaskConfig, make_task, task_class
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -358,13 +358,10 @@ def main(config: BaseConfig) -> Path:
     return output_dir
 
 
-def cli(args: Sequence[str] | None = None) -> None:
-    try:
-        (config,) = parse((BaseConfig,), args)
-        main(config)
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+def cli(args: Sequence[str] | None = None) -> int:
+    """`python -m train.build_base` / `leash-base`: the exit status under probe.cli's convention."""
+    return run_command("build_base", lambda: main(*parse((BaseConfig,), args)))
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

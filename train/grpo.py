@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
-from probe.cli import ConfigError, parse
+from probe.cli import RunFailed, parse, run_command
 from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
 from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
 from train.data import check_no_overlap, problems_dataset, without_probe_problems
@@ -116,7 +115,7 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
         logger.info("resuming %s from %s (step %d)", run_dir, last, start)
     trainer.train(resume_from_checkpoint=last)
     if trainer.stop_reason:
-        raise SystemExit(f"train: {trainer.stop_reason}")
+        raise RunFailed(trainer.stop_reason)
     if trainer.state.global_step == start:
         logger.warning("%s: no training step was left to run (step %d)", run_dir, start)
 
@@ -127,10 +126,6 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
     return trainer
 
 
-def cli(args: Sequence[str] | None = None) -> None:
-    try:
-        config, model_args = parse((LeashGRPOConfig, ModelConfig), args)
-        main(config, model_args)
-    except ConfigError as error:
-        print(f"train: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+def cli(args: Sequence[str] | None = None) -> int:
+    """`python -m train` / `leash-train`: the exit status under probe.cli's convention."""
+    return run_command("train", lambda: main(*parse((LeashGRPOConfig, ModelConfig), args)))

@@ -8,6 +8,7 @@ import pytest
 from fake_probe import write_probe_dir, write_run_dir
 
 from probe import compare
+from probe.store import ProbeDirError
 
 RTOL = 1e-6
 
@@ -35,7 +36,7 @@ def pair(tmp_path):
 
 
 def run_compare(*args):
-    return compare.main([str(a) for a in args])
+    return compare.command([str(a) for a in args])
 
 
 def test_full_budget_classes_rates_and_answer_level_support_match_construction(pair, tmp_path, capsys):
@@ -101,7 +102,7 @@ def test_refuses_different_temperature_top_p_or_task_even_with_intersect(tmp_pat
     ref = write_probe_dir(tmp_path / "ref", REFERENCE)
     cand = write_probe_dir(tmp_path / "cand", CANDIDATE, **change)
     for extra in ([], ["--intersect"]):
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(ProbeDirError, match=message):
             run_compare(ref, cand, "--output_dir", tmp_path / "out", *extra)
     assert not (tmp_path / "out").exists()
 
@@ -110,7 +111,7 @@ def test_refuses_different_problem_sets_naming_them(tmp_path):
     ref = write_probe_dir(tmp_path / "ref", REFERENCE)
     cand = write_probe_dir(tmp_path / "cand", {**CANDIDATE, "p9": [("z", 4, True)]})
     with pytest.raises(
-        SystemExit, match=r"problem sets differ.*5 problems.*6.*only in candidate: \['p9'\].*--intersect"
+        ProbeDirError, match=r"problem sets differ.*5 problems.*6.*only in candidate: \['p9'\].*--intersect"
     ):
         run_compare(ref, cand, "--output_dir", tmp_path / "out")
 
@@ -119,7 +120,7 @@ def test_refuses_different_budgets_naming_them(tmp_path):
     ref = write_probe_dir(tmp_path / "ref", REFERENCE)
     doubled = {pid: [(a, 2 * count, ok) for a, count, ok in answers] for pid, answers in CANDIDATE.items()}
     cand = write_probe_dir(tmp_path / "cand", doubled)
-    with pytest.raises(SystemExit, match="budgets differ: ref has n=4, cand n=8"):
+    with pytest.raises(ProbeDirError, match="budgets differ: ref has n=4, cand n=8"):
         run_compare(ref, cand, "--output_dir", tmp_path / "out")
 
 
@@ -151,12 +152,12 @@ def test_intersect_compares_common_problems_at_the_smaller_budget(tmp_path, caps
 def test_half_written_and_empty_probe_dirs_are_named(pair, tmp_path):
     ref, _ = pair
     half = write_probe_dir(tmp_path / "half", CANDIDATE, summary=False)
-    with pytest.raises(SystemExit, match=f"{half}: no summary.json.*half-written"):
+    with pytest.raises(ProbeDirError, match=f"{half}: no summary.json.*half-written"):
         run_compare(ref, half, "--output_dir", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match=f"{tmp_path / 'empty'}: no summary.json"):
+    with pytest.raises(ProbeDirError, match=f"{tmp_path / 'empty'}: no summary.json"):
         run_compare(tmp_path / "empty", ref, "--output_dir", tmp_path / "out")
-    with pytest.raises(SystemExit, match="not a directory"):
+    with pytest.raises(ProbeDirError, match="not a directory"):
         run_compare(ref, tmp_path / "missing", "--output_dir", tmp_path / "out")
 
 
@@ -176,7 +177,7 @@ def test_run_dir_stands_for_its_probe_points_in_step_order(tmp_path):
 def test_run_dir_with_a_half_written_probe_point_is_named(tmp_path):
     run = write_run_dir(tmp_path / "run", {0: REFERENCE})
     write_probe_dir(run / "probes" / "step-000050", CANDIDATE, summary=False)
-    with pytest.raises(SystemExit, match="step-000050: no summary.json"):
+    with pytest.raises(ProbeDirError, match="step-000050: no summary.json"):
         run_compare(run, "--output_dir", tmp_path / "out")
 
 
@@ -188,6 +189,6 @@ def test_inconsistent_problems_parquet_is_named(tmp_path):
     table = table.set_column(table.schema.get_field_index("n"), "n", pa.array([5] + n[1:], pa.int64()))
     pq.write_table(table, bad / "problems.parquet")
     with pytest.raises(
-        SystemExit, match="bad/problems.parquet: record p0: answer counts sum to 4, expected n = 5"
+        ProbeDirError, match="bad/problems.parquet: record p0: answer counts sum to 4, expected n = 5"
     ):
         run_compare(ref, bad, "--output_dir", tmp_path / "out")

@@ -9,6 +9,7 @@ from matplotlib.image import imread
 from test_compare import CANDIDATE, REFERENCE
 
 from probe import plots
+from probe.store import ProbeDirError
 
 FIGURES = ["pass_at_k.png", "support.png", "tradeoff.png"]
 
@@ -52,7 +53,7 @@ def test_plot_run_writes_every_figure_to_run_plots(run):
 
 def test_plot_command_with_ppl_writes_the_perplexity_figure(run, tmp_path, capsys):
     base = write_ppl(tmp_path / "ppl_base", {"p0": [2.0, 2.5], "p1": [3.0], "p2": [8.0], "zz": [4.0]})
-    written = plots.main([str(run), "--output_dir", str(tmp_path / "out"), "--ppl", str(base)])
+    written = plots.command([str(run), "--output_dir", str(tmp_path / "out"), "--ppl", str(base)])
     assert [p.name for p in written] == [*FIGURES, "ppl_by_class.png"]
     for path in written:
         assert_drawn_png(path)
@@ -99,7 +100,7 @@ def test_unfinished_probe_point_is_left_out_with_a_warning(run):
 
 def test_a_dir_that_is_not_a_run_is_refused_by_name(run, tmp_path):
     probe_dir = run / "probes" / "step-000000"
-    with pytest.raises(SystemExit, match=f"{probe_dir}: not a training run dir"):
-        plots.main([str(probe_dir)])
-    with pytest.raises(SystemExit, match="no ppl.parquet"):
-        plots.main([str(run), "--ppl", str(tmp_path)])
+    with pytest.raises(ProbeDirError, match=f"{probe_dir}: not a training run dir"):
+        plots.command([str(probe_dir)])
+    with pytest.raises(ProbeDirError, match="no ppl.parquet"):
+        plots.command([str(run), "--ppl", str(tmp_path)])
