@@ -30,6 +30,13 @@ from pathlib import Path
 
 import torch
 
+from probe.cli import parse
+from probe.config import ProbeConfig
+from probe.models import encode_prompt, load_model
+from probe.run import probe_model
+from probe.sampling import forward_with_cache
+from probe.tasks import TaskConfig, make_task
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/probe/countdown_tiny.yaml"
 BASE_RECIPE = ROOT / "configs/base/countdown_tiny.yaml"
@@ -83,8 +90,6 @@ def bare_loop(model, tokenizer, prompts, n, batch_size, settings, share_prefixes
     """(b) with share_prefixes: the probe's own sampling scheme (prompt prefilled once, one forward
     row per distinct prefix) and nothing else: no entropy, text, verification or storage.
     (c) without: the prompt cache repeated over the rows, one forward row per sample."""
-    from probe.sampling import forward_with_cache
-
     eos = torch.tensor([tokenizer.eos_token_id])
     samples = 0
     for seed, prompt_ids in enumerate(prompts):
@@ -184,12 +189,6 @@ sys.exit(code)
 
 
 def main(argv=None) -> dict:
-    from probe.cli import parse
-    from probe.config import ProbeConfig
-    from probe.models import encode_prompt, load_model
-    from probe.run import probe_model
-    from probe.tasks import TaskConfig, make_task
-
     # --- config
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

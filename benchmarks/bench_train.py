@@ -25,6 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer, ModelConfig
+
+from probe.cli import parse
+from probe.run import probe_model
+from probe.tasks import make_task
+from train.callbacks import NaNGuardCallback, preserved_rng
+from train.config import LeashGRPOConfig, load_probe_recipe, train_task_config
+from train.data import problems_dataset, without_probe_problems
+from train.prorl import LeashGRPOTrainer
+from train.rewards import make_reward_function
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/train/countdown_tiny.yaml"
 
@@ -41,11 +55,6 @@ def parse_args(argv):
 
 
 def recipe(model: str, output_dir: str, steps: int):
-    from trl import ModelConfig
-
-    from probe.cli import parse
-    from train.config import LeashGRPOConfig
-
     config, _ = parse(
         (LeashGRPOConfig, ModelConfig),
         ["--config", str(RECIPE), "--model_name_or_path", model, "--output_dir", output_dir,
@@ -63,11 +72,6 @@ def seconds_per_step(trainer, steps: int) -> float:
 
 def make_trainers(model: str, config, dataset, reward, tokenizer):
     """(leash, plain TRL) trainers on the same model, data, reward and settings."""
-    from trl import GRPOConfig, GRPOTrainer
-
-    from train.callbacks import NaNGuardCallback
-    from train.prorl import LeashGRPOTrainer
-
     leash = LeashGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                              processing_class=tokenizer)  # fmt: skip
     leash.add_callback(NaNGuardCallback(leash))
@@ -81,17 +85,6 @@ def make_trainers(model: str, config, dataset, reward, tokenizer):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import torch
-    import yaml
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from probe.run import probe_model
-    from probe.tasks import make_task
-    from train.callbacks import preserved_rng
-    from train.config import load_probe_recipe, train_task_config
-    from train.data import problems_dataset, without_probe_problems
-    from train.rewards import make_reward_function
-
     print(f"load average {os.getloadavg()}, torch threads {torch.get_num_threads()}")
     scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
     config = recipe(args.model, str(scratch / "out"), args.steps)

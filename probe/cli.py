@@ -1,7 +1,8 @@
 """What every command shares: recipe parsing and the exit convention.
 
-Parsing: dataclass defaults < YAML recipe < command line. TRL's `TrlParser` already rejects unknown
-YAML keys; on top of it we check the *types* of values that came from YAML (argparse converts only
+Parsing: dataclass defaults < YAML recipe < command line, with TRL's `TrlParser` (the recipe's
+values become its defaults through `set_defaults_with_config`; a key no dataclass has is refused). On
+top of it we check the *types* of values that came from YAML (argparse converts only
 string defaults, so `n: 1.5` or `seed: [1]` would otherwise slip through) and turn every failure
 into one `ConfigError` that names the offending key.
 
@@ -13,9 +14,7 @@ failure mid-run is exit status 1 (`RunFailed`: one line; anything unexpected: it
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -103,6 +102,17 @@ def check_types(config: Any) -> None:
             )
 
 
+def read_recipe(path: str) -> dict:
+    """A recipe's YAML mapping; ConfigError names a file that is missing, unreadable or not a mapping."""
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read recipe {path}: {error}") from None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {path} must be a YAML mapping")
+    return recipe
+
+
 def parse(
     dataclass_types: tuple[type, ...],
     args: Sequence[str] | None = None,
@@ -116,28 +126,19 @@ def parse(
     TRL/transformers configs validate themselves.
     """
     args = list(sys.argv[1:] if args is None else args)
-    ignores = set(recipe_ignores)
-    if ignores and "--config" in args:
+    parser = TrlParser(dataclass_types)
+    if "--config" in args:  # the recipe's values become the parser's defaults, as TrlParser does it
         at = args.index("--config")
         if at + 1 >= len(args):
             raise ConfigError("--config needs a recipe path")
-        recipe_path = args[at + 1]
-        try:
-            recipe = yaml.safe_load(Path(recipe_path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read recipe {recipe_path}: {error}") from None
-        if not isinstance(recipe, dict):
-            raise ConfigError(f"recipe {recipe_path} must be a YAML mapping")
-        kept = {key: value for key, value in recipe.items() if key not in ignores}
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-            yaml.safe_dump(kept, handle)
-        try:
-            return parse(dataclass_types, args[:at] + ["--config", handle.name] + args[at + 2 :])
-        finally:
-            os.unlink(handle.name)
-    parser = TrlParser(dataclass_types)
+        path, args = args[at + 1], args[:at] + args[at + 2 :]
+        recipe = read_recipe(path)
+        ignores = set(recipe_ignores)
+        unknown = parser.set_defaults_with_config(**{k: v for k, v in recipe.items() if k not in ignores})
+        if unknown:  # ["--key", "value", ...]
+            raise ConfigError(f"recipe {path}: unknown key(s) {unknown[::2]}")
     try:
-        configs = parser.parse_args_and_config(args=args)
+        configs = parser.parse_args_into_dataclasses(args=args)
     except SystemExit as error:  # argparse already printed what was wrong
         raise ConfigError(f"invalid command line or recipe (argparse exit {error.code})") from None
     except ValueError as error:

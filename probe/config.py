@@ -4,6 +4,7 @@ before any work."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from probe import metrics
@@ -67,3 +68,8 @@ class ProbeConfig:
     def pass_ks(self) -> list[int]:
         """Every k that pass@k is reported at: 1, 2, 4, ..., n and the extra `ks`."""
         return sorted(set(metrics.k_ladder(self.n)) | set(self.ks))
+
+
+# A probe recipe's sampling section: what commands that read only its task section skip (`probe ppl`,
+# train.build_base).
+SAMPLING_KEYS = frozenset(f.name for f in dataclasses.fields(ProbeConfig))

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
@@ -48,8 +49,6 @@ def load_run(run_dir: str | Path) -> list[ProbeResult]:
 
 
 def step_colours(probes: list[ProbeResult]) -> list:
-    from matplotlib import colormaps
-
     cmap = colormaps["viridis"]
     return [cmap(i / max(len(probes) - 1, 1)) for i in range(len(probes))]
 

@@ -13,7 +13,6 @@ P/E/S/O class of the problem when `--compare REF_PROBE_DIR CAND_PROBE_DIR` is gi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from probe.cli import ConfigError, parse
-from probe.config import ProbeConfig
+from probe.config import SAMPLING_KEYS
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem
 from probe.models import encode_prompt, load_model
 from probe.store import load_problems, write_ppl
@@ -194,5 +193,4 @@ def _save(out: Path, rows: list[dict], summary: dict, args: PplArguments) -> dic
 def command(argv: Sequence[str]) -> dict:
     """`python -m probe ppl --model DIR --traces FILE --output_dir OUT [--config PROBE_RECIPE]`: parse,
     then main. A probe recipe works here too: its sampling section (ProbeConfig) does not apply."""
-    sampling_keys = {f.name for f in dataclasses.fields(ProbeConfig)}
-    return main(*parse((TaskConfig, PplArguments), argv, recipe_ignores=sampling_keys))
+    return main(*parse((TaskConfig, PplArguments), argv, recipe_ignores=SAMPLING_KEYS))

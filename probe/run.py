@@ -12,6 +12,7 @@ total (`reasons` in summary.json), in the tasks' vocabulary (probe.tasks.Reason)
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import logging
 import sys
 import time
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from probe import metrics
 from probe.cli import ConfigError, InputError, parse
@@ -263,8 +266,6 @@ def _wait_for(read, what: str, poll_seconds: float = 0.5):
 
 
 def _progress(total: int, initial: int, rank: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=total,
         initial=initial,
@@ -311,8 +312,6 @@ def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-
     names = ("leash", "torch", "transformers", "accelerate", "trl", "vllm", "math-verify", "reasoning-gym")
     versions = {"python": sys.version.split()[0]}
     for name in names:
@@ -347,8 +346,6 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     # --- config (ProbeConfig checked itself when it was parsed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if probe_config.num_threads > 0:
-        import torch
-
         torch.set_num_threads(probe_config.num_threads)
     if not run_args.output_dir:
         raise ConfigError("RunArguments.output_dir: required (--output_dir OUT)")

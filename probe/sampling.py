@@ -212,14 +212,15 @@ class VLLMSampler:
     entropy_source = "vllm_top_logprobs_renormalised"
 
     def __init__(self, llm, tokenizer, *, temperature, top_p, max_new_tokens, batch_size, num_logprobs=20):
-        from vllm import SamplingParams  # noqa: F401  (import check: fail here, not mid-run)
+        # why: vllm is an optional extra (GPU only); importing it here fails at construction, not mid-run
+        from vllm import SamplingParams  # noqa: F401
 
         self.llm, self.tokenizer = llm, tokenizer
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.batch_size, self.num_logprobs = batch_size, num_logprobs
 
     def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # why: optional extra, as above
 
         params = SamplingParams(
             n=n,
@@ -267,7 +268,7 @@ def make_vllm_engine(
 ):
     """A vllm.LLM whose returned logprobs are post-temperature (see VLLMSampler)."""
     try:
-        from vllm import LLM
+        from vllm import LLM  # why: optional extra (GPU only); only the vllm backend needs it
     except ImportError as error:
         raise ImportError("backend 'vllm' needs the vllm package: pip install 'leash[vllm]'") from error
     return LLM(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -251,8 +252,6 @@ def worker_main(argv: list[str]) -> None:
 
 
 def _limit_resources(memory_mb: int) -> None:
-    import resource
-
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -277,6 +276,7 @@ def _deny_side_effects(event: str, args: tuple) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _reasoning_gym_dataset(name: str, seed: int, size: int, kwargs_json: str):
+    # why: scorers run only in the worker child (which preloads them); the parent never imports them
     import reasoning_gym
 
     return reasoning_gym.create_dataset(name, seed=seed, size=size, **json.loads(kwargs_json))
@@ -296,7 +296,7 @@ def _score_reasoning_gym(fields: dict, answer: str) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def _math_gold(gold: str, timeout_seconds: int) -> tuple:
-    from math_verify import parse
+    from math_verify import parse  # why: worker child only, as above
 
     text = gold if ("$" in gold or "\\boxed" in gold) else f"${gold}$"
     return tuple(parse(text, fallback_mode="no_fallback", parsing_timeout=timeout_seconds))
@@ -304,7 +304,7 @@ def _math_gold(gold: str, timeout_seconds: int) -> tuple:
 
 def _math_verify(gold: str, answer: str | None, timeout_seconds: int) -> dict:
     """math-verify in the child's main thread, where its signal-based timeouts work."""
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # why: worker child only, as above
 
     parsed_gold = list(_math_gold(gold, timeout_seconds))
     if not parsed_gold:

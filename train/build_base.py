@@ -25,9 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-from probe.cli import ConfigError, check_types, parse, run_command
+from probe.cli import ConfigError, parse, run_command
+from probe.config import SAMPLING_KEYS
 from probe.tasks import SFTExample, TaskConfig, make_task, task_class
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -93,12 +102,7 @@ def load_task_config(probe_recipe: str | Path) -> TaskConfig:
     path = Path(probe_recipe)
     if not path.is_file():
         raise ConfigError(f"BaseConfig.probe_recipe: no such file {str(path)!r}")
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"BaseConfig.probe_recipe: {str(path)!r} is not a mapping")
-    names = {f.name for f in dataclasses.fields(TaskConfig) if f.init}
-    task_config = TaskConfig(**{key: value for key, value in values.items() if key in names})
-    check_types(task_config)
+    (task_config,) = parse((TaskConfig,), ["--config", str(path)], recipe_ignores=SAMPLING_KEYS)
     if not task_class(task_config.task).alphabet:
         raise ConfigError(
             f"BaseConfig.probe_recipe: task {task_config.task!r} has no embedded base model "
@@ -146,9 +150,6 @@ def build_tokenizer(alphabet: str):
     generation. transformers 5 saves it as `TokenizersBackend` (its PreTrainedTokenizerFast);
     `check_saved_tokenizer` makes sure AutoTokenizer gives it back with identical ids.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *alphabet])}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
@@ -165,8 +166,6 @@ def build_tokenizer(alphabet: str):
 
 def check_saved_tokenizer(output_dir: Path, tokenizer, texts: Sequence[str]) -> None:
     """Raise if AutoTokenizer.from_pretrained(output_dir) encodes `texts` differently (spaces included)."""
-    from transformers import AutoTokenizer
-
     loaded = AutoTokenizer.from_pretrained(output_dir)
     for text in texts:
         if loaded(text)["input_ids"] != tokenizer(text)["input_ids"]:
@@ -188,8 +187,6 @@ def build_model(config: BaseConfig, tokenizer):
     tokenizer_config says, and that tokenizer drops the space token (field notes); `llama` has no
     registered tokenizer, so AutoTokenizer honours the saved tokenizer class.
     """
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
@@ -230,8 +227,6 @@ def sft_batch(
     the attention mask); labels are -100 on the prompt and the padding. Returns three (batch, length)
     long tensors: input_ids, attention_mask, labels.
     """
-    import torch
-
     rows = []
     for example in (rng.choice(examples) for _ in range(batch_size)):
         prompt_text, completion_text = example.draw(rng)
@@ -260,8 +255,6 @@ def learning_rate_at(step: int, config: BaseConfig) -> float:
 
 def train_sft(model, tokenizer, examples: Sequence[SFTExample], config: BaseConfig) -> list[float]:
     """Plain AdamW loop over freshly drawn batches; returns the loss of every step."""
-    import torch
-
     rng = random.Random(config.seed + 1)
     vocab = tokenizer.get_vocab()
     optimizer = torch.optim.AdamW(
@@ -294,8 +287,6 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], config: BaseConf
 
 def main(config: BaseConfig) -> Path:
     """Build (or reuse) the base model in `config.output_dir`; returns the directory."""
-    import torch
-
     # --- config
     if not config.output_dir:
         raise ConfigError("BaseConfig.output_dir: required (--output_dir DIR)")

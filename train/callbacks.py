@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import netrc
 import os
 import random
 import time
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.integrations import WandbCallback
 from transformers.integrations.integration_utils import rewrite_logs
+from transformers.trainer_utils import get_last_checkpoint
 
 from probe.metrics import summarize, versus_reference
+from probe.plots import plot_run
+from probe.run import probe_model
 from probe.store import is_finished, load_probe, probe_dir
 
 logger = logging.getLogger(__name__)
@@ -68,8 +72,6 @@ class ProbeCallback(TrainerCallback):
         return periodic or (args.probe_at_end and state.global_step == state.max_steps)
 
     def probe(self, step: int, model, model_name: str) -> dict[str, float]:
-        from probe.run import probe_model
-
         accelerator = self.trainer.accelerator
         start = time.perf_counter()
         out = probe_dir(self.run_dir, step)
@@ -95,8 +97,6 @@ class ProbeCallback(TrainerCallback):
         return metrics
 
     def refresh_plots(self) -> None:
-        from probe.plots import plot_run
-
         try:
             plot_run(self.run_dir, self.run_dir / "plots")
         except Exception as error:  # figures are a convenience: never stop a training run for one
@@ -108,8 +108,6 @@ class ProbeCallback(TrainerCallback):
         if state.global_step == 0:
             model = self.policy()
         else:  # resumed, but the base probe never finished: probe the base weights themselves
-            from transformers import AutoModelForCausalLM
-
             model = AutoModelForCausalLM.from_pretrained(self.base_model).to(self.trainer.accelerator.device)
         self.trainer.pending_logs.update(self.probe(0, model, self.base_model))
         self.trainer.log({})  # the trainer has no row at step 0 of its own
@@ -144,8 +142,6 @@ class NaNGuardCallback(TrainerCallback):
         bad = "loss" if not math.isfinite(loss) else "reward" if rewards and math.isnan(rewards[-1]) else None
         if bad is None:
             return
-        from transformers.trainer_utils import get_last_checkpoint
-
         last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         self.trainer.stop_reason = (
             f"non-finite {bad} at step {state.global_step}: run stopped, nothing saved from this step; "
@@ -215,8 +211,6 @@ def prepare_wandb_env(run_dir: Path, project: str) -> None:
 
 
 def _netrc_has_wandb() -> bool:
-    import netrc
-
     try:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError):

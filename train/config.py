@@ -15,9 +15,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.utils import is_torch_bf16_gpu_available
 from trl import GRPOConfig, ModelConfig
 
 from probe.cli import ConfigError, parse
+from probe.config import ProbeConfig
+from probe.tasks import TaskConfig
 
 # "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -124,16 +127,11 @@ class LeashGRPOConfig(GRPOConfig):
 
 
 def _bf16_hardware() -> bool:
-    from transformers.utils import is_torch_bf16_gpu_available
-
     return is_torch_bf16_gpu_available()
 
 
 def load_probe_recipe(path: str):
     """(TaskConfig, ProbeConfig) from a probe recipe YAML."""
-    from probe.config import ProbeConfig
-    from probe.tasks import TaskConfig
-
     if not Path(path).is_file():
         raise ConfigError(f"probe_recipe: no such file {path!r}")
     return parse((TaskConfig, ProbeConfig), ["--config", path])
@@ -141,8 +139,6 @@ def load_probe_recipe(path: str):
 
 def train_task_config(config: LeashGRPOConfig):
     """probe.tasks.TaskConfig from `train_task`; an unknown key is named."""
-    from probe.tasks import TaskConfig
-
     known = set(TaskConfig.__dataclass_fields__)
     unknown = sorted(set(config.train_task) - known)
     if unknown:

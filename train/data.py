@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datasets import Dataset
 
 from probe.cli import ConfigError
+from probe.tasks import countdown_key
 
 
 def problems_dataset(problems: Sequence, conversational: bool = False) -> Dataset:
@@ -39,8 +40,6 @@ def overlap_keys(problem) -> set:
     keys: set = {("id", problem.problem_id), ("prompt", " ".join(problem.prompt.split()))}
     fields = problem.fields
     if "numbers" in fields and "target" in fields:
-        from probe.tasks import countdown_key
-
         keys.add(("countdown", countdown_key(fields["numbers"], fields["target"])))
     return keys
 

@@ -19,10 +19,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from probe.cli import RunFailed, parse, run_command
+from probe.tasks import make_task
 from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
 from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
 from train.data import check_no_overlap, problems_dataset, without_probe_problems
 from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
+from train.rewards import make_format_reward, make_reward_function
 
 logger = logging.getLogger("train")
 
@@ -35,9 +37,6 @@ def checkpoint_step(checkpoint: str | None) -> int:
 
 def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer | None:
     """Train; returns the trainer (None when a resumed run had nothing left to do)."""
-    from probe.tasks import make_task
-    from train.rewards import make_format_reward, make_reward_function
-
     # --- config (every refusal happens here, before a model is loaded)
     validate(config, model_args)
     config.model_init_kwargs = model_init_kwargs(config, model_args)

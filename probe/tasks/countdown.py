@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
+
 from probe.cli import ConfigError
 from probe.expression import (
     ExpressionError,
@@ -71,8 +73,6 @@ class CountdownTask(Task):
             raise ConfigError(f"TaskConfig: {error}") from None
 
     def problems(self) -> list[Problem]:
-        from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
-
         config = self.config
         try:
             dataset = CountdownDataset(

@@ -8,6 +8,9 @@ import json
 import logging
 import random
 
+import datasets
+import pyarrow.parquet as pq
+
 from probe.cli import ConfigError
 from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_boxed
 
@@ -55,8 +58,6 @@ class MathTask(_IsolatedTask):
         try:
             if config.data_path:
                 return _read_local_rows(config.data_path)
-            import datasets
-
             return list(
                 datasets.load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
             )
@@ -102,8 +103,6 @@ def _read_local_rows(path: str) -> list[dict]:
     """Rows of a local .jsonl (one object per line), .json (a list of objects) or .parquet file."""
     suffix = path.rsplit(".", 1)[-1].lower()
     if suffix == "parquet":
-        import pyarrow.parquet as pq
-
         return pq.read_table(path).to_pylist()
     if suffix not in ("jsonl", "json"):
         raise ValueError(f"{path!r} is not a .jsonl, .json or .parquet file")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 
+import reasoning_gym
+from reasoning_gym.factory import DATASETS
+
 from probe.cli import ConfigError
 from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_tagged
 from probe.tasks.countdown import CountdownTask
@@ -19,8 +22,6 @@ class ReasoningGymTask(_IsolatedTask):
     preload = ("reasoning_gym",)
 
     def __init__(self, config: TaskConfig) -> None:
-        from reasoning_gym.factory import DATASETS
-
         self.dataset_name = config.task.split(":", 1)[1]
         if self.dataset_name not in DATASETS:
             raise ConfigError(
@@ -38,8 +39,6 @@ class ReasoningGymTask(_IsolatedTask):
         self._grammar = CountdownTask(config) if self.dataset_name == "countdown" else None
 
     def problems(self) -> list[Problem]:
-        import reasoning_gym
-
         config = self.config
         try:
             dataset = reasoning_gym.create_dataset(
