@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from probe import grammar
 from probe.sandbox import IsolatedScorer, ScorerCrashed, ScorerTimeout
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,11 @@ class Reason(enum.StrEnum):
     """
 
     NO_ANSWER = "no_answer"  # nothing extracted: no answer tags / no \boxed{} / an empty completion
-    TOO_LONG = "too_long"  # the extracted answer is longer than TaskConfig.max_answer_chars
+    TOO_LONG = grammar.TOO_LONG  # the extracted answer is longer than TaskConfig.max_answer_chars
     OUTSIDE_GRAMMAR = "outside_grammar"  # not an answer of the task's grammar (countdown's; math-verify's)
+    # refused by an allow-list before a scorer that parses or evaluates text (probe.grammar)
+    REJECTED_BY_GRAMMAR = grammar.REJECTED_BY_GRAMMAR
+    TOO_DEEP = grammar.TOO_DEEP  # math: \boxed{} content nested deeper than TaskConfig.max_latex_depth
     VERIFIER_TIMEOUT = "verifier_timeout"  # the isolated scorer ran past verifier_timeout_seconds
     VERIFIER_ERROR = "verifier_error"  # the isolated scorer crashed
     GOLD_UNPARSEABLE = "gold_unparseable"  # the gold answer cannot be parsed (correct is None)
@@ -124,6 +128,14 @@ class TaskConfig:
     reasoning_gym_kwargs: str = field(
         default="{}", metadata={"help": "reasoning_gym:<name>: JSON object of the data set's config fields."}
     )
+    reasoning_gym_code_scorers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "reasoning_gym:<name>: data sets whose scorers need more than an answer grammar "
+            "(kind 'code' in probe/scorer_audit.py, e.g. composite) to allow anyway, by name. Each call "
+            "then runs in a fresh confined process; an answer that runs code can still fake its own verdict."
+        },
+    )
     # --- math
     data_path: str | None = field(default=None, metadata={"help": "math: local .jsonl/.json/.parquet file."})
     dataset_name: str | None = field(
@@ -139,6 +151,10 @@ class TaskConfig:
     # --- isolated scorers (reasoning_gym:<name>, math)
     max_answer_chars: int = field(
         default=2000, metadata={"help": "Longer extracted answers are NA (not scored)."}
+    )
+    max_latex_depth: int = field(
+        default=16,
+        metadata={"help": "math: \\boxed{} content with brackets/braces nested deeper is NA (too_deep)."},
     )
     verifier_timeout_seconds: float = field(
         default=5.0, metadata={"help": "Wall-clock limit per scorer call."}
@@ -224,10 +240,13 @@ class _IsolatedTask(Task):
     """A task whose scorer runs in an IsolatedScorer worker; answers are length-limited first."""
 
     preload: tuple[str, ...] = ()
+    per_call: bool = False  # a fresh confined process per call (scorers that run answers as code)
 
     def __init__(self, config: TaskConfig) -> None:
         super().__init__(config)
-        self.scorer = IsolatedScorer(self.preload, config.verifier_timeout_seconds, config.verifier_memory_mb)
+        self.scorer = IsolatedScorer(
+            self.preload, config.verifier_timeout_seconds, config.verifier_memory_mb, per_call=self.per_call
+        )
 
     def _score(self, kind: str, **args) -> object:
         """The scorer's result, or the Reason it gave none: the one place a verifier's failure is

@@ -1,5 +1,6 @@
-"""math: problems from a jsonl/parquet file or a `datasets` name; the last `\\boxed{...}` is checked
-with math-verify in the worker process (its signal timeouts then always run on a main thread).
+"""math: problems from a jsonl/parquet file or a `datasets` name; the last `\\boxed{...}` must pass
+`probe.grammar.LatexGrammar` (an allow-list with bounded nesting and length), then is checked with
+math-verify in the worker process (its signal timeouts then always run on a main thread).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datasets
 import pyarrow.parquet as pq
 
 from probe.cli import ConfigError
+from probe.grammar import GrammarRejection, LatexGrammar
 from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_boxed
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class MathTask(_IsolatedTask):
             raise ConfigError("TaskConfig: task 'math' needs data_path or dataset_name")
         super().__init__(config)
         self._gold_ok: dict[str, bool] = {}  # gold text -> parseable (so NA answers still see a bad gold)
+        self.grammar = LatexGrammar(max_depth=config.max_latex_depth, max_chars=config.max_answer_chars)
 
     def problems(self) -> list[Problem]:
         rows = self._load_rows()
@@ -70,8 +73,11 @@ class MathTask(_IsolatedTask):
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
         gold = problem.fields["answer"]
         unscored = Reason.NO_ANSWER if answer is None else None  # why an answer goes unscored
-        if answer is not None and len(answer) > self.config.max_answer_chars:
-            answer, unscored = None, Reason.TOO_LONG
+        if answer is not None:
+            try:  # before math-verify: it parses with sympy, and falls back to inner parts of deep input
+                self.grammar.check(answer)  # length (too_long) first, then characters, commands, depth
+            except GrammarRejection as rejection:
+                answer, unscored = None, Reason(rejection.reason)
         gold_unparseable = Verdict(NA, None, Reason.GOLD_UNPARSEABLE)
         if gold in self._gold_ok and (answer is None or not self._gold_ok[gold]):
             return Verdict(NA, False, unscored) if self._gold_ok[gold] else gold_unparseable
