@@ -16,8 +16,8 @@ can be undone by the process afterwards:
   ABI 6 signals and abstract unix sockets cannot reach processes outside the sandbox.
 - `seccomp` (x86_64, aarch64): no new processes (fork, vfork, execve, clone without CLONE_THREAD;
   clone3 answers ENOSYS so libc falls back to clone), no new session or process group (so killing
-  the worker's group kills everything it runs), no ptrace or cross-process memory access, no
-  io_uring, no sockets other than AF_UNIX.
+  the worker's group kills everything it runs), no signals but to itself, no ptrace or
+  cross-process memory access, no namespaces or mounts, no io_uring, no sockets other than AF_UNIX.
 - `rlimits`: address space, file size, open files, no core dumps; CPU seconds where asked; where
   seccomp is unavailable and we are not root, no new processes (RLIMIT_NPROC = 0).
 - `no_new_privs`, `not_dumpable`: no privilege gain through exec; other processes of the same user
@@ -232,51 +232,23 @@ _SECCOMP_MODE_FILTER = 2
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _EPERM, _ENOSYS = 1, 38
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
-_ARCHES = {
-    # machine: (AUDIT_ARCH_*, {syscall: number}, x32 bit to refuse or None)
-    "x86_64": (
-        0xC000003E,
-        {
-            "fork": 57,
-            "vfork": 58,
-            "execve": 59,
-            "execveat": 322,
-            "clone": 56,
-            "clone3": 435,
-            "ptrace": 101,
-            "process_vm_readv": 310,
-            "process_vm_writev": 311,
-            "io_uring_setup": 425,
-            "socket": 41,
-            "setsid": 112,
-            "setpgid": 109,
-        },
-        0x40000000,
-    ),  # fmt: skip
-    "aarch64": (
-        0xC00000B7,
-        {
-            "execve": 221,
-            "execveat": 281,
-            "clone": 220,
-            "clone3": 435,
-            "ptrace": 117,
-            "process_vm_readv": 270,
-            "process_vm_writev": 271,
-            "io_uring_setup": 425,
-            "socket": 198,
-            "setsid": 157,
-            "setpgid": 154,
-        },
-        None,
-    ),  # fmt: skip
-}
-_DENIED_SYSCALLS = ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv",
-                    "process_vm_writev", "io_uring_setup", "setsid", "setpgid")  # fmt: skip
+# machine: (AUDIT_ARCH_*, syscall numbers, the x32 bit to refuse or None); numbers from the kernel's
+# asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64)
+_X86_64 = dict(fork=57, vfork=58, execve=59, execveat=322, clone=56, clone3=435, ptrace=101,
+               process_vm_readv=310, process_vm_writev=311, io_uring_setup=425, socket=41, setsid=112,
+               setpgid=109, unshare=272, setns=308, mount=165, kill=62, tkill=200, tgkill=234)  # fmt: skip
+_AARCH64 = dict(execve=221, execveat=281, clone=220, clone3=435, ptrace=117, process_vm_readv=270,
+                process_vm_writev=271, io_uring_setup=425, socket=198, setsid=157, setpgid=154, unshare=97,
+                setns=268, mount=40, kill=129, tkill=130, tgkill=131)  # fmt: skip
+_ARCHES = {"x86_64": (0xC000003E, _X86_64, 0x40000000), "aarch64": (0xC00000B7, _AARCH64, None)}
+_DENIED_SYSCALLS = ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
+                    "io_uring_setup", "setsid", "setpgid", "unshare", "setns", "mount")  # fmt: skip
+_SELF_ONLY_SYSCALLS = ("kill", "tkill", "tgkill")  # a signal to itself only (arg 0: its pid / main thread)
 
 
-def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
-    """The filter as (code, jt, jf, k) instructions, or None on an architecture we have no table for."""
+def seccomp_program(machine: str, pid: int) -> list[tuple[int, int, int, int]] | None:
+    """The filter for process `pid` as (code, jt, jf, k) instructions; None for an architecture we
+    have no syscall table for."""
     if machine not in _ARCHES:
         return None
     arch, numbers, x32_bit = _ARCHES[machine]
@@ -286,10 +258,12 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
     if x32_bit is not None:
         program.append(("jge", x32_bit, "deny"))
     program += [("jeq", numbers[name], "deny") for name in _DENIED_SYSCALLS if name in numbers]
+    program += [("jeq", numbers[name], "self") for name in _SELF_ONLY_SYSCALLS]
     program += [("jeq", numbers["clone3"], "enosys"), ("jeq", numbers["clone"], "clone"),
                 ("jeq", numbers["socket"], "socket"), allow]  # fmt: skip
     program += ["clone:", ("ld", 16), ("jset", _CLONE_THREAD, "allow"), deny]
     program += ["socket:", ("ld", 16), ("jeq", _AF_UNIX, "allow"), deny]
+    program += ["self:", ("ld", 16), ("jeq", pid, "allow"), deny]
     program += ["deny:", deny, "allow:", allow, "enosys:", ("ret", _RET_ERRNO | _ENOSYS)]
     program += ["kill:", ("ret", _RET_KILL_PROCESS)]
     labels, position = {}, 0
@@ -321,7 +295,7 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
 
 
 def _seccomp(libc) -> bool:
-    program = seccomp_program(platform.machine())
+    program = seccomp_program(platform.machine(), os.getpid())
     if program is None:
         return False
     # struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }; struct sock_fprog { u16 len; filter *; }

@@ -63,6 +63,8 @@ try:
         block = bytearray(int(target) << 20)
     elif attack == "signal_parent":
         os.kill(os.getppid(), 0)
+    elif attack == "signal_self":
+        os.kill(os.getpid(), 0)
     elif attack == "thread":
         thread = threading.Thread(target=lambda: None)
         thread.start()
@@ -123,7 +125,8 @@ def listener():
 
 
 needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="the kernel has no Landlock")
-needs_seccomp = pytest.mark.skipif(seccomp_program(platform.machine()) is None, reason="no seccomp table")
+HAS_SECCOMP = seccomp_program(platform.machine(), 1) is not None
+needs_seccomp = pytest.mark.skipif(not HAS_SECCOMP, reason="no seccomp table for this machine")
 
 
 @needs_landlock
@@ -155,7 +158,7 @@ def test_each_network_layer_refuses_a_local_tcp_connection(dirs, listener, layer
     assert reached == 1
     if layer == "landlock" and landlock_abi() < 4:
         pytest.skip("Landlock ABI < 4 has no network rules")
-    if layer == "seccomp" and seccomp_program(platform.machine()) is None:
+    if layer == "seccomp" and not HAS_SECCOMP:
         pytest.skip("no seccomp table for this machine")
     result = run_attack("connect", port, [layer], inside, as_nobody)
     assert layer in result["applied"], result
@@ -190,11 +193,16 @@ def test_rlimits_bound_memory(dirs, as_nobody):
         assert run_attack("fork_bomb", "", ["rlimits"], inside, as_nobody)["outcome"] == "children=0"
 
 
-@pytest.mark.skipif(landlock_abi() < 6, reason="signal scoping needs Landlock ABI 6")
-def test_landlock_scopes_signals_to_the_sandbox(dirs):
+@pytest.mark.parametrize("layer", ["landlock", "seccomp"])
+def test_signals_reach_no_other_process(dirs, layer):
     inside, _ = dirs
+    if layer == "landlock" and landlock_abi() < 6:
+        pytest.skip("signal scoping needs Landlock ABI 6")
+    if layer == "seccomp" and not HAS_SECCOMP:
+        pytest.skip("no seccomp table for this machine")
     assert run_attack("signal_parent", "", [], inside)["outcome"] == "ok"
-    assert "PermissionError" in run_attack("signal_parent", "", ["landlock"], inside)["outcome"]
+    assert "PermissionError" in run_attack("signal_parent", "", [layer], inside)["outcome"]
+    assert run_attack("signal_self", "", [layer], inside)["outcome"] == "ok"
 
 
 def test_every_layer_is_in_force_on_this_machine(dirs):
@@ -203,15 +211,15 @@ def test_every_layer_is_in_force_on_this_machine(dirs):
     applied = run_attack("fork", "", LAYERS, inside)["applied"]
     expected = {"rlimits", "no_new_privs", "not_dumpable", "network_namespace"}
     expected |= {"landlock"} if landlock_abi() >= 1 else set()
-    expected |= {"seccomp"} if seccomp_program(platform.machine()) is not None else set()
+    expected |= {"seccomp"} if HAS_SECCOMP else set()
     assert set(applied) == expected
 
 
 def test_seccomp_programs_are_well_formed():
     for machine in ("x86_64", "aarch64"):
-        program = seccomp_program(machine)
+        program = seccomp_program(machine, pid=4242)
         assert 10 < len(program) < 64
         for code, jt, jf, _k in program:
             assert 0 <= jt < 256 and 0 <= jf < 256 and code in (0x20, 0x15, 0x35, 0x45, 0x06)
         assert program[-1] == (0x06, 0, 0, 0x80000000)  # anything of another architecture: killed
-    assert seccomp_program("riscv64") is None
+    assert seccomp_program("riscv64", pid=4242) is None
