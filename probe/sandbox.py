@@ -9,10 +9,11 @@ What this module adds is defence in depth, and time limits:
   need a main thread). It is confined (`probe.isolation`: network namespace, landlock, seccomp,
   rlimits) before it reads a request, and killed and restarted when a call runs past its limit.
 - `per_call=True`: the worker is a fork server that never runs a scorer itself. Each call runs in a
-  fresh child forked from it, confined again (its own landlock domain, seccomp, CPU limit), that
-  exits after one answer; so one answer cannot poison the next (for scorers a recipe opted into
-  although they evaluate code). The child writes to a pipe of its own, which only the fork server
-  reads: it never holds the pipe to the caller.
+  fresh child forked from it, confined again (its own landlock domain, seccomp, CPU limit, a
+  writable directory of its own, removed after it), that exits after one answer; so one answer
+  cannot poison the next (for scorers a recipe opted into although they evaluate code). The child
+  writes to a pipe of its own, which only the fork server reads: it never holds the pipe to the
+  caller.
 
 The protocol (JSON lines over the worker's stdin/stdout) cannot be desynchronised: each request
 carries a random id, the reply must carry it back and be the only thing the worker wrote; anything
@@ -164,6 +165,7 @@ class IsolatedScorer:
             sys.executable,
             "-B",
             "-s",
+            "-P",  # no cwd (the writable temp dir) on sys.path: nothing written there can shadow a module
             "-c",
             self.worker_code,
             json.dumps(settings),
@@ -302,8 +304,8 @@ def _with_layers(confinement: Confinement, layers: tuple[str, ...], **changes: A
     return Confinement(**{**confinement.__dict__, "layers": layers, **changes})
 
 
-def _child_confinement(settings: dict) -> Confinement:
-    base = Confinement(temp_dir=settings["temp_dir"], memory_mb=settings["memory_mb"])
+def _child_confinement(settings: dict, call_dir: str) -> Confinement:
+    base = Confinement(temp_dir=call_dir, memory_mb=settings["memory_mb"])
     return _with_layers(base, _CHILD_LAYERS, cpu_seconds=math.ceil(settings["timeout_seconds"]) + 1)
 
 
@@ -316,6 +318,7 @@ def _call_in_child(request: dict, settings: dict) -> dict:
         except BaseException as error:  # noqa: B036 - reported like any scorer failure
             return {"error": f"{type(error).__name__}: {str(error)[:500]}"}
     nonce = secrets.token_hex(16)
+    call_dir = tempfile.mkdtemp(dir=settings["temp_dir"])  # the only place this child may write
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -323,7 +326,9 @@ def _call_in_child(request: dict, settings: dict) -> dict:
             os.close(read_end)
             os.closerange(3, write_end)  # the fork server's protocol pipes among them
             os.closerange(write_end + 1, 1 << 16)
-            layers = confine(_child_confinement(settings))
+            os.chdir(call_dir)
+            os.environ.update(HOME=call_dir, TMPDIR=call_dir)
+            layers = confine(_child_confinement(settings, call_dir))
             sys.addaudithook(_audit_hook())
             if request.get("kind") == "layers":
                 message = {"result": [*layers, "audit_hook"]}
@@ -337,6 +342,7 @@ def _call_in_child(request: dict, settings: dict) -> dict:
     output, timed_out = _read_until_eof(read_end, deadline)
     os.close(read_end)
     _reap(pid, deadline if not timed_out else time.monotonic())
+    shutil.rmtree(call_dir, ignore_errors=True)  # nothing one call wrote is there for the next
     if timed_out:
         return {"timeout": True}
     lines = output.split(b"\n")

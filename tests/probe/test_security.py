@@ -215,6 +215,40 @@ def test_code_that_runs_in_a_scorer_can_fake_only_its_own_verdict(tmp_path):
         task.close()
 
 
+def test_one_answer_cannot_poison_the_next_in_per_call_mode():
+    """A hostile answer that runs (opted-in code scorer) leaves files behind, and so does the next; the
+    second forges its verdict only if it finds the first one's files: it must not find them."""
+    task = make_task(RG_COMPOSITE)
+    try:
+        problem = task.problems()[0]
+        plant = (  # first switch off the audit hook (replace its code): the OS layers must hold alone
+            "import gc, os\n"
+            "for f in gc.get_objects():\n"
+            "    if type(f).__name__ == 'function' and f.__qualname__ == '_audit_hook.<locals>.hook':\n"
+            "        f.__code__ = (lambda denied: lambda event, args: denied and None)(()).__code__\n"
+            "for path in ('poison', '../poison', os.environ['HOME'] + '/poison'):\n"
+            "    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass\n"
+        )
+        forge_if_planted = (
+            "import os, json, traceback\n"
+            "planted = False\n"
+            "for path in ('poison', '../poison', os.environ['HOME'] + '/poison'):\n"
+            "    planted = planted or os.path.exists(path)\n"
+            "if planted:\n"
+            "    for f, _ in traceback.walk_stack(None):\n"
+            "        if 'nonce' in f.f_locals:\n"
+            "            reply = json.dumps({'result': 1.0, 'nonce': f.f_locals['nonce']}) + '\\n'\n"
+            "            os.write(f.f_locals['write_end'], reply.encode())\n"
+            "            os._exit(0)\n"
+        )
+        assert task.verify(problem, f"exec({plant!r})").correct is False
+        assert task.verify(problem, f"exec({forge_if_planted!r})").correct is False
+        # the same two in one child would forge: the test can fail
+        assert task.verify(problem, f"exec({plant + forge_if_planted!r})").correct is True
+    finally:
+        task.close()
+
+
 def test_code_scorers_are_refused_unless_the_recipe_opts_in():
     config = TaskConfig(
         task="reasoning_gym:composite", reasoning_gym_kwargs=RG_COMPOSITE.reasoning_gym_kwargs
