@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.isolation import LAYERS, Confinement, confine, describe
+from probe.scorer_audit import create_dataset, decode_entry
 
 logger = logging.getLogger(__name__)
 
@@ -427,8 +428,6 @@ def _audit_hook():
 
 @functools.lru_cache(maxsize=64)
 def _reasoning_gym_dataset(name: str, seed: int, size: int, kwargs_json: str):
-    from probe.scorer_audit import create_dataset  # why: only reasoning_gym workers need it
-
     return create_dataset(name, seed, size, json.loads(kwargs_json))
 
 
@@ -443,14 +442,12 @@ def _score_reasoning_gym(fields: dict, answer: str) -> float:
     The data set object is rebuilt only for its scorer's configuration; entries are never
     regenerated here (reasoning-gym's generators depend on the hash seed).
     """
-    from probe.scorer_audit import decode_entry  # why: only reasoning_gym workers need it
-
     return float(_dataset_of(fields).score_answer(answer=answer, entry=decode_entry(fields["entry"])))
 
 
 @functools.lru_cache(maxsize=4096)
 def _math_gold(gold: str, timeout_seconds: int) -> tuple:
-    from math_verify import parse
+    from math_verify import parse  # why: scorers run only in the worker (which preloads them)
 
     text = gold if ("$" in gold or "\\boxed" in gold) else f"${gold}$"
     return tuple(parse(text, fallback_mode="no_fallback", parsing_timeout=timeout_seconds))
@@ -458,7 +455,7 @@ def _math_gold(gold: str, timeout_seconds: int) -> tuple:
 
 def _math_verify(gold: str, answer: str | None, timeout_seconds: int) -> dict:
     """math-verify in the worker's main thread, where its signal-based timeouts work."""
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # why: worker only, as above
 
     parsed_gold = list(_math_gold(gold, timeout_seconds))
     if not parsed_gold:

@@ -166,7 +166,7 @@ REASONING_GYM_SCORERS: dict[str, Audit] = {
 
 def create_dataset(name: str, seed: int, size: int, kwargs: dict):
     """reasoning_gym.create_dataset from JSON-shaped kwargs (composite's member specs arrive as dicts)."""
-    import reasoning_gym  # why: heavy (sympy, numpy, data files); only reasoning_gym tasks need it
+    import reasoning_gym  # why: heavy (sympy, numpy, data files): only reasoning_gym tasks and their worker
 
     if name == "composite" and isinstance(kwargs.get("datasets"), list):
         from reasoning_gym.composite import DatasetSpec

@@ -20,7 +20,7 @@ import pytest
 from probe.grammar import REJECTED_BY_GRAMMAR, TOO_DEEP, TOO_LONG
 from probe.sandbox import IsolatedScorer, ScorerCrashed
 from probe.scorer_audit import CODE, COMPARES, GRAMMAR, REASONING_GYM_SCORERS, decode_entry
-from probe.tasks import NA, Problem, TaskConfig, Verdict, countdown_prompt, make_task
+from probe.tasks import NA, Problem, Reason, TaskConfig, Verdict, count_reasons, countdown_prompt, make_task
 from train.rewards import make_reward_function
 
 # --- payloads: the issue's, and variants that reach the old audit hook's module global other ways
@@ -142,8 +142,9 @@ def check_path(name, math_file, tmp_path):
                 v for payload, v in zip(payloads, verdicts, strict=True) if payload not in ARITHMETIC_PAYLOADS
             ]
             assert all(v.answer == NA for v in code), (name, verdicts)
-            if name != "countdown":  # countdown's own parser says NA without a reason (issue 8's vocabulary)
-                assert {v.reason for v in code} <= {REJECTED_BY_GRAMMAR, TOO_LONG}, (name, verdicts)
+            refused = Reason.OUTSIDE_GRAMMAR if name == "countdown" else Reason.REJECTED_BY_GRAMMAR
+            reasons = {v.reason for v in code}  # the long payloads are past a length bound first
+            assert refused in reasons and reasons <= {refused, Reason.TOO_LONG}, (name, verdicts)
         after = path.task.judge_many(
             path.problem, [path.wrap(path.gold), path.wrap(path.wrong), path.wrap(path.gold)]
         )
@@ -154,8 +155,14 @@ def check_path(name, math_file, tmp_path):
         texts = [*completions, path.wrap(path.gold), path.wrap(path.wrong)]
         fields = json.dumps(path.problem.fields)
         columns = {"problem_id": [path.problem.problem_id] * len(texts), "fields": [fields] * len(texts)}
-        rewards = reward(prompts=[path.problem.prompt] * len(texts), completions=texts, **columns)
+        logged = {}
+        prompts = [path.problem.prompt] * len(texts)
+        rewards = reward(prompts=prompts, completions=texts, **columns, log_metric=logged.__setitem__)
         assert rewards == [0.0] * len(payloads) + [1.0, 0.0], name
+        counted = {
+            key.rsplit("/", 1)[1]: value for key, value in logged.items() if value
+        }  # the logged counts
+        assert counted == {reason: float(n) for reason, n in count_reasons(verdicts).items()}, name
         assert not [marker for _, marker in payloads.values() if marker.exists()], name
     finally:
         path.close()
@@ -415,7 +422,6 @@ def test_deep_latex_is_na_and_counted_not_judged_by_an_inner_part(math_file):
         # 1,000 deep: as \frac it is past the length limit first; as bare braces it fits (2,000 characters)
         assert task.judge(problem, "\\boxed{" + nested_frac(1000) + "}") == Verdict(NA, False, TOO_LONG)
         assert task.judge(problem, "\\boxed{" + "{" * 1000 + "}" * 1000 + "}") == Verdict(NA, False, TOO_DEEP)
-        assert task.counters[TOO_DEEP] == 2
         # at the bound math-verify decides by value; one past it, NA
         assert task.judge(problem, "\\boxed{" + nested_frac(16, denominator="1") + "}").correct is True
         assert task.judge(problem, "\\boxed{" + nested_frac(17, denominator="1") + "}") == Verdict(
@@ -426,5 +432,19 @@ def test_deep_latex_is_na_and_counted_not_judged_by_an_inner_part(math_file):
         assert verdict == Verdict(NA, False, TOO_LONG)
         assert time.perf_counter() - start < task.config.verifier_timeout_seconds
         assert task.judge(problem, "\\boxed{\\frac{1}{2}}").correct is True
+        # counted where training logs it
+        reward, logged = make_reward_function(task), {}
+        texts = [
+            "\\boxed{" + nested_frac(150) + "}",
+            "\\boxed{" + "{" * 1000 + "}" * 1000 + "}",
+            "\\boxed{1/2}",
+        ]
+        columns = {"problem_id": [problem.problem_id] * 3, "fields": [json.dumps(problem.fields)] * 3}
+        assert reward(prompts=["q"] * 3, completions=texts, **columns, log_metric=logged.__setitem__) == [
+            0,
+            0,
+            1,
+        ]
+        assert logged[f"rewards/{reward.__name__}/too_deep"] == 2.0
     finally:
         task.close()
