@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 RUNS    ?= runs
 
-.PHONY: setup base demo test test-slow bench lint clean
+.PHONY: setup base demo test test-slow test-deepspeed bench lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# DeepSpeed ZeRO-2/3 on 2 CPU ranks. DeepSpeed compiles a small C++ extension on first use (~2 min);
+# it is kept in the project's .cache (gitignored) so reruns reuse it.
+test-deepspeed: setup
+	TORCH_EXTENSIONS_DIR=$(CURDIR)/.cache/torch_extensions $(BIN)/python -m pytest -q -m deepspeed
 
 # Ratios against baselines run in the same process, on the embedded base model; the train bench
 # reads the measured probe share from the demo run when one exists.
