@@ -11,7 +11,8 @@ from probe import metrics
 from probe.cli import ConfigError
 
 BACKENDS = ("hf", "vllm")
-NOT_IDENTITY = {"num_threads"}  # fields that cannot change the samples (left out of a probe dir's identity)
+# fields that cannot change the samples (left out of a probe dir's identity)
+NOT_IDENTITY = {"num_threads", "rank_timeout"}
 
 
 @dataclass
@@ -42,6 +43,13 @@ class ProbeConfig:
     num_threads: int = field(
         default=0, metadata={"help": "CPU threads for torch in `python -m probe run` (0 = torch's default)."}
     )
+    rank_timeout: float = field(
+        default=1800.0,
+        metadata={
+            "help": "Seconds a process waits at a barrier, or for a process that writes nothing, before it "
+            "fails naming the stuck rank (in-training probes use the trainer's ddp_timeout)."
+        },
+    )
     vllm_num_logprobs: int = field(
         default=20, metadata={"help": "vllm: top logprobs per token behind its truncated entropy estimate."}
     )
@@ -57,6 +65,7 @@ class ProbeConfig:
             (self.batch_size >= 1, f"ProbeConfig.batch_size must be >= 1, got {self.batch_size}"),
             (0 < self.zeta < 1, f"ProbeConfig.zeta must be in (0, 1), got {self.zeta}"),
             (self.backend in BACKENDS, f"ProbeConfig.backend: {self.backend!r} is not one of {BACKENDS}"),
+            (self.rank_timeout > 0, f"ProbeConfig.rank_timeout must be > 0 s, got {self.rank_timeout}"),
         ]
         for k in self.ks:
             checks.append((1 <= k <= self.n, f"ProbeConfig.ks: k = {k} is outside 1..n (n = {self.n})"))

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from probe import metrics
 from probe.cli import ConfigError, InputError, parse
 from probe.config import NOT_IDENTITY, ProbeConfig
+from probe.distributed import barrier, wait_for
 from probe.models import (
     check_model_dir,
     encode_prompt,
@@ -192,10 +193,10 @@ def probe_model(
     store = ProbeStore(output_dir, state.process_index)
     identity = run_identity(task, config, model_name)
     store.check_config(identity, overwrite)  # every process reads, then rank 0 alone writes
-    state.wait_for_everyone()
+    barrier(f"{output_dir}: config checked", config.rank_timeout)
     if state.is_main_process:
         store.start(identity, overwrite)
-    state.wait_for_everyone()
+    barrier(f"{output_dir}: started", config.rank_timeout)
 
     # --- sample this process's unfinished problems
     done = store.finished()
@@ -215,9 +216,18 @@ def probe_model(
         bar.close()
 
     # --- merge (rank 0); the others wait for its summary
+    def owing() -> dict[int, float]:  # rank -> its last write, for ranks with unfinished problems
+        finished = store.finished()
+        ranks = {i % state.num_processes for i, p in enumerate(problems) if p.problem_id not in finished}
+        return {r: store.last_write(r, state.num_processes) for r in ranks}
+
+    def owing_summary() -> dict[int, float]:  # once every record is in, only rank 0 (merging) owes
+        return owing() or {0: store.last_write(0, state.num_processes)}
+
+    rank, timeout = state.process_index, config.rank_timeout
     if not state.is_main_process:
-        return _wait_for(lambda: store.summary(), "rank 0's summary.json")
-    records = _wait_for(lambda: _all_records(store, problems), "every process's records")
+        return wait_for(store.summary, "rank 0's summary.json", rank, owing_summary, timeout)
+    records = wait_for(lambda: _all_records(store, problems), "every rank's records", rank, owing, timeout)
     summary = summarize_run(records, task, config, identity, sampler)
     rows = [r for r in records if "skipped" not in r]
     c = np.array([r["c"] for r in rows], np.int64)
@@ -252,17 +262,6 @@ def _all_records(store, problems) -> list[dict] | None:
     if any(p.problem_id not in finished for p in problems):
         return None
     return [finished[p.problem_id] for p in problems]
-
-
-def _wait_for(read, what: str, poll_seconds: float = 0.5):
-    """Poll (no collective: processes may finish far apart) until `read()` gives a value."""
-    waited = 0.0
-    while (value := read()) is None:
-        if waited and waited % 60 < poll_seconds:
-            logger.info("waiting for %s (%.0f s)", what, waited)
-        time.sleep(poll_seconds)
-        waited += poll_seconds
-    return value
 
 
 def _progress(total: int, initial: int, rank: int, enabled: bool):

@@ -226,6 +226,21 @@ class ProbeStore:
     def samples_path(self, problem_index: int) -> Path:
         return self.root / SAMPLES / f"p{problem_index:06d}.jsonl.gz"
 
+    def last_write(self, rank: int, num_processes: int) -> float:
+        """time.time() of process `rank`'s latest write (its records, or a shard it is streaming: problem
+        i belongs to process i % num_processes); 0 when it wrote nothing yet."""
+        paths = [self.root / RECORDS / f"rank-{rank:05d}.jsonl"]
+        for partial in (self.root / SAMPLES).glob(".p*.jsonl.gz.tmp-*"):
+            if int(partial.name[2:8]) % num_processes == rank:
+                paths.append(partial)
+        times = [0.0]
+        for path in paths:
+            try:
+                times.append(path.stat().st_mtime)
+            except FileNotFoundError:  # committed or discarded since the listing
+                continue
+        return max(times)
+
     # --- final files (rank 0)
 
     def write_problems(self, records: Sequence[Mapping], pass_columns: Mapping[str, np.ndarray]) -> None:
