@@ -21,9 +21,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.integrations import WandbCallback
+from transformers.integrations import deepspeed as hf_deepspeed
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import get_last_checkpoint
+from trl.models import unwrap_model_for_generation
 
+from probe.distributed import barrier
 from probe.metrics import summarize, versus_reference
 from probe.plots import plot_run
 from probe.run import probe_model
@@ -75,7 +78,8 @@ class ProbeCallback(TrainerCallback):
         accelerator = self.trainer.accelerator
         start = time.perf_counter()
         out = probe_dir(self.run_dir, step)
-        accelerator.wait_for_everyone()  # every rank must agree on whether the dir is finished
+        timeout = self.trainer.args.ddp_timeout
+        barrier(f"probe step {step}: begin", timeout)  # every rank must agree on whether the dir is finished
         if not is_finished(out):  # a finished dir (resumed run) is read, not redone
             with preserved_rng(), torch.no_grad():  # probe_model leaves the policy's training mode as it was
                 probe_model(
@@ -88,7 +92,7 @@ class ProbeCallback(TrainerCallback):
                     model_name=model_name,
                     progress=False,
                 )
-        accelerator.wait_for_everyone()
+        barrier(f"probe step {step}: end", timeout)
         base = probe_dir(self.run_dir, 0)
         metrics = probe_metrics(out, base if is_finished(base) else None)
         if accelerator.is_main_process:
@@ -106,10 +110,11 @@ class ProbeCallback(TrainerCallback):
         if not args.probe_at_start or is_finished(probe_dir(self.run_dir, 0)):
             return  # probed before this (resumed) run started: W&B and disk already hold it
         if state.global_step == 0:
-            model = self.policy()
+            with self.policy() as model:
+                metrics = self.probe(0, model, self.base_model)
         else:  # resumed, but the base probe never finished: probe the base weights themselves
-            model = AutoModelForCausalLM.from_pretrained(self.base_model).to(self.trainer.accelerator.device)
-        self.trainer.pending_logs.update(self.probe(0, model, self.base_model))
+            metrics = self.probe(0, self.base_weights(), self.base_model)
+        self.trainer.pending_logs.update(metrics)
         self.trainer.log({})  # the trainer has no row at step 0 of its own
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -118,34 +123,80 @@ class ProbeCallback(TrainerCallback):
         control.should_save = True  # the probed weights are kept as RUN/checkpoint-<step>
         control.should_log = True
         name = f"{self.run_dir}/checkpoint-{state.global_step}"
-        self.trainer.pending_logs.update(self.probe(state.global_step, self.policy(), name))
+        with self.policy() as model:
+            self.trainer.pending_logs.update(self.probe(state.global_step, model, name))
 
+    @contextlib.contextmanager
     def policy(self):
-        """The model to sample from: the policy itself, or (vLLM probes) the trainer's colocated
-        engine with the current weights pushed into it."""
-        if self.config.backend != "vllm":
-            return self.trainer.accelerator.unwrap_model(self.trainer.model)
-        self.trainer.vllm_generation.sync_weights()
-        return self.trainer.vllm_generation.llm
+        """The model to sample from: the policy with its full weights, or (vLLM probes) the trainer's
+        colocated engine with the current weights pushed into it.
+
+        Under ZeRO-3 every forward gathers parameters collectively, and ranks probing different problems
+        run different numbers of forwards: they would deadlock. So every rank gathers the full weights
+        once and samples from them with DeepSpeed's hooks off (TRL's own generation does the same);
+        elsewhere this is the unwrapped model. Every rank must enter.
+        """
+        if self.config.backend == "vllm":
+            self.trainer.vllm_generation.sync_weights()
+            yield self.trainer.vllm_generation.llm
+            return
+        args = self.trainer.args  # gradient checkpointing is switched off inside and restored as TRL does
+        with unwrap_model_for_generation(
+            self.trainer.model_wrapped,
+            self.trainer.accelerator,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        ) as model:
+            yield model
+
+    def base_weights(self):
+        """The base model, loaded whole on this process (not partitioned, even under ZeRO-3)."""
+        with whole_models():
+            model = AutoModelForCausalLM.from_pretrained(self.base_model)
+        return model.to(self.trainer.accelerator.device)
+
+
+@contextlib.contextmanager
+def whole_models():
+    """from_pretrained builds whole models inside: under ZeRO-3 it would build them partitioned
+    (deepspeed.zero.Init), with every weight empty outside a DeepSpeed engine."""
+    # why: transformers decides through this module-level weak reference (accelerate's
+    # zero3_init_context_manager(enable=False) keeps stage 3 in it); saved and put back as it was
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = active
 
 
 class NaNGuardCallback(TrainerCallback):
-    """Stop at the first step whose loss or mean reward is not finite; that step is not saved."""
+    """Stop at the first step whose loss or mean reward is not finite on any rank; that step is not saved.
+
+    The decision is all-gathered: a rank that stopped alone would leave the others hanging at their
+    next collective.
+    """
+
+    KINDS = ("loss", "reward")  # bit 0, bit 1 of each rank's flags
 
     def __init__(self, trainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
-        # `_tr_loss` sums the losses since the last log row; TRL appends one mean reward per generation.
+        # `_tr_loss` sums this rank's losses since the last log row; TRL appends one mean reward (over
+        # every rank's completions) per generation.
         loss = float(self.trainer._tr_loss)
         rewards = self.trainer._metrics["train"].get("reward", [])
-        bad = "loss" if not math.isfinite(loss) else "reward" if rewards and math.isnan(rewards[-1]) else None
-        if bad is None:
+        flags = int(not math.isfinite(loss)) | int(bool(rewards) and not math.isfinite(rewards[-1])) << 1
+        accelerator = self.trainer.accelerator
+        every_rank = accelerator.gather(torch.tensor([flags], device=accelerator.device)).tolist()  # (ranks,)
+        if not any(every_rank):
             return
+        kinds = " and ".join(k for bit, k in enumerate(self.KINDS) if any(f >> bit & 1 for f in every_rank))
+        ranks = [rank for rank, f in enumerate(every_rank) if f]
         last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         self.trainer.stop_reason = (
-            f"non-finite {bad} at step {state.global_step}: run stopped, nothing saved from this step; "
-            f"last good checkpoint: {last or 'none (the base model)'}"
+            f"non-finite {kinds} at step {state.global_step} on rank(s) {ranks}: run stopped, nothing saved "
+            f"from this step; last good checkpoint: {last or 'none (the base model)'}"
         )
         control.should_training_stop = True
         control.should_save = False

@@ -99,6 +99,13 @@ class LeashGRPOConfig(GRPOConfig):
         },
     )
     wandb_project: str = field(default="leash", metadata={"help": "W&B project (report_to: wandb)."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "HF's option, off here: true replaces a NaN/Inf loss with the running mean before the "
+            "NaN guard reads it, so a non-finite loss would never stop the run."
+        },
+    )
 
     def __post_init__(self):
         if self.bf16 is None and not self.fp16 and not _bf16_hardware():
@@ -208,6 +215,13 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
                 f"probe_recipe {config.probe_recipe} samples with vLLM: in-training probes reuse the "
                 "trainer's colocated engine, so set use_vllm: true and vllm_mode: colocate "
                 "(or probe checkpoints out of process with `python -m probe run`)"
+            )
+        zero3 = config.deepspeed_plugin is not None and config.deepspeed_plugin.zero_stage == 3
+        if probe_config.backend == "hf" and zero3 and not config.ds3_gather_for_generation:
+            raise ConfigError(
+                "ds3_gather_for_generation: false under ZeRO-3 with in-training probes: a probe gathers the "
+                "full weights on every rank (as generation does with true), which that setting rules out; "
+                "set probe_recipe empty and probe checkpoints out of process (`python -m probe run`)"
             )
     if config.probe_n is not None and config.probe_n < 1:
         raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")

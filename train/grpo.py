@@ -19,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from probe.cli import RunFailed, parse, run_command
+from probe.distributed import barrier
 from probe.tasks import make_task
 from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
 from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
@@ -27,6 +28,14 @@ from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
 from train.rewards import make_format_reward, make_reward_function
 
 logger = logging.getLogger("train")
+
+
+def parallelism(trainer) -> str:
+    """How the trainer's accelerator runs: "DEEPSPEED, ZeRO-3", "MULTI_CPU", ..."""
+    accelerator_state = trainer.accelerator.state
+    plugin = accelerator_state.deepspeed_plugin
+    kind = accelerator_state.distributed_type.value
+    return f"{kind}, ZeRO-{plugin.zero_stage}" if plugin is not None else kind
 
 
 def checkpoint_step(checkpoint: str | None) -> int:
@@ -46,6 +55,7 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
         probe_task_config, probe_config = load_probe_recipe(config.probe_recipe)
         if config.probe_n is not None:
             probe_config = dataclasses.replace(probe_config, n=config.probe_n)
+        probe_config = dataclasses.replace(probe_config, rank_timeout=config.ddp_timeout)
         probe_task = make_task(probe_task_config)
     run_dir = Path(config.output_dir)
 
@@ -54,10 +64,9 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(config.get_process_log_level())
     state = PartialState()
-    logger.info("process %d of %d (%s)", state.process_index, state.num_processes, state.distributed_type)
     if state.is_main_process:  # writes RUN/wandb_run_id once; the other ranks read it
         prepare_wandb_env(run_dir, config.wandb_project)
-    state.wait_for_everyone()
+    barrier("wandb run id written", config.ddp_timeout)
     prepare_wandb_env(run_dir, config.wandb_project)
 
     # --- data
@@ -93,6 +102,7 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    logger.info("process %d of %d (%s)", state.process_index, state.num_processes, parallelism(trainer))
     use_leash_wandb_callback(trainer)
     trainer.add_callback(NaNGuardCallback(trainer))
     if config.ref_reset_steps:

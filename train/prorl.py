@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
 from trl import GRPOTrainer
+from trl.distributed import DistributedBackend
 from trl.trainer.callbacks import SyncRefModelCallback
 
 REFERENCE_FILE = "reference_model.safetensors"  # in a checkpoint dir, once the reference has moved
@@ -196,17 +197,35 @@ def reset_reference(trainer: LeashGRPOTrainer, reset_optimizer: bool) -> None:
 
 
 class ReferenceResetCallback(TrainerCallback):
-    """Hard reference reset every `ref_reset_steps`; the moved reference is saved in each checkpoint."""
+    """Hard reference reset every `ref_reset_steps`; the moved reference is saved in each checkpoint.
+
+    Under ZeRO-3 each rank holds only its partition of the reference (empty tensors outside a gather),
+    so saving and loading gather it: every rank enters, rank 0 reads or writes the file.
+    """
 
     def __init__(self, trainer: LeashGRPOTrainer):
         if trainer.ref_model is None:
             raise ValueError("reference resets need a reference model (beta > 0, full fine-tuning)")
         self.trainer = trainer
 
+    def reference(self) -> torch.nn.Module:
+        return self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+
     def on_train_begin(self, args, state, control, **kwargs):
         saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / REFERENCE_FILE
-        if state.global_step > 0 and saved.is_file():  # resumed after a reset: restore the moved reference
-            load_model(self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(saved))
+        if state.global_step == 0 or not saved.is_file():
+            return  # the reference is still the base, which the trainer loaded from model_name_or_path
+        # resumed after a reset: restore the moved reference
+        reference = self.reference()
+        if not DistributedBackend(self.trainer.accelerator).is_zero3:
+            load_model(reference, str(saved))
+            return
+        import deepspeed  # why: only importable where DeepSpeed is installed and only needed under ZeRO-3
+
+        # rank 0 loads into the gathered weights; on exit they are partitioned again to every rank
+        with deepspeed.zero.GatheredParameters(list(reference.parameters()), modifier_rank=0):
+            if state.is_world_process_zero:
+                load_model(reference, str(saved))
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % args.ref_reset_steps or self.trainer.stop_reason:
@@ -216,9 +235,10 @@ class ReferenceResetCallback(TrainerCallback):
         control.should_log = True
 
     def on_save(self, args, state, control, **kwargs):
-        if state.global_step < args.ref_reset_steps or not state.is_world_process_zero:
+        if state.global_step < args.ref_reset_steps:
             return  # the reference is still the base model, which resume reloads from model_name_or_path
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        save_model(
-            self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(checkpoint / REFERENCE_FILE)
-        )
+        reference = self.reference()
+        with DistributedBackend(self.trainer.accelerator).gather_params(list(reference.parameters())):
+            if state.is_world_process_zero:
+                save_model(reference, str(checkpoint / REFERENCE_FILE))

@@ -3,6 +3,8 @@ and the W&B callback keeps leash's namespaces."""
 
 from __future__ import annotations
 
+import math
+
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerControl, TrainerState
 
@@ -32,6 +34,46 @@ def test_nan_reward_stops_the_run_without_saving_that_step(tiny_random_model, tm
     assert trainer.stop_reason.startswith("non-finite reward at step 1")
     assert "last good checkpoint: none" in trainer.stop_reason
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def _guarded_trainer(model_dir, run_dir, reward) -> LeashGRPOTrainer:
+    args = LeashGRPOConfig(
+        output_dir=str(run_dir), model_name_or_path=str(model_dir), use_cpu=True, bf16=False,
+        activation_checkpointing=False, max_steps=3, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=4, report_to="none", save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    dataset = Dataset.from_dict({"prompt": ["1 2=3:"] * 4, "problem_id": ["a"] * 4})
+    trainer = LeashGRPOTrainer(
+        model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )  # fmt: skip
+    trainer.add_callback(NaNGuardCallback(trainer))
+    return trainer
+
+
+def _alternating(prompts, completions, **kwargs):
+    return [float(i % 2) for i in range(len(completions))]
+
+
+def test_nan_loss_stops_the_run(tiny_random_model, tmp_path, monkeypatch):
+    """HF's logging_nan_inf_filter (on by default) would keep a NaN loss out of what the guard reads."""
+    trainer = _guarded_trainer(tiny_random_model, tmp_path / "run", _alternating)
+    compute_loss = trainer.compute_loss
+    monkeypatch.setattr(trainer, "compute_loss", lambda *a, **k: compute_loss(*a, **k) * float("nan"))
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert trainer.stop_reason.startswith("non-finite loss at step 1 on rank(s) [0]")
+
+
+def _infinite(prompts, completions, **kwargs):
+    return [math.inf] * len(completions)
+
+
+def test_infinite_mean_reward_stops_the_run(tiny_random_model, tmp_path):
+    trainer = _guarded_trainer(tiny_random_model, tmp_path / "run", _infinite)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert "non-finite" in trainer.stop_reason and "reward" in trainer.stop_reason
 
 
 def test_wandb_goes_offline_under_run_and_keeps_the_run_id(tmp_path, monkeypatch):

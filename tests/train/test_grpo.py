@@ -219,6 +219,27 @@ def test_bad_recipe_is_refused_naming_the_problem(recipe_args, extra, message, c
     assert not (Path(recipe_args[-1]) / "checkpoint-1").exists()
 
 
+def test_zero3_probes_without_gathered_weights_are_refused(tiny_base, tiny_probe_recipe, tmp_path):
+    """In-training HF probes gather the full weights under ZeRO-3 (else ranks deadlock in the forward
+    collectives); a recipe that rules gathering out is refused before any model is loaded."""
+    from types import SimpleNamespace
+
+    from trl import ModelConfig
+
+    from probe.cli import ConfigError
+    from train.config import LeashGRPOConfig, validate
+
+    config = LeashGRPOConfig(
+        output_dir=str(tmp_path), probe_recipe=str(tiny_probe_recipe), use_cpu=True,
+        ds3_gather_for_generation=False,
+    )  # fmt: skip
+    model_args = ModelConfig(model_name_or_path=str(tiny_base))
+    validate(config, model_args)  # no DeepSpeed: nothing to gather
+    config.deepspeed_plugin = SimpleNamespace(zero_stage=3)  # what `accelerate launch` with zero3*.yaml sets
+    with pytest.raises(ConfigError, match="ds3_gather_for_generation: false under ZeRO-3"):
+        validate(config, model_args)
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_train_and_probe_together(tiny_base, tiny_probe_recipe, tmp_path):
     """`accelerate launch` with configs/accelerate/cpu2.yaml: count the ranks actually started."""
