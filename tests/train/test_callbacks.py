@@ -17,38 +17,30 @@ def _no_reward(prompts, completions, **kwargs):
     return [None] * len(completions)  # every completion unscorable: the mean reward is NaN
 
 
-def test_nan_reward_stops_the_run_without_saving_that_step(tiny_random_model, tmp_path):
-    args = LeashGRPOConfig(
-        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False,
-        activation_checkpointing=False, max_steps=3, per_device_train_batch_size=4, num_generations=2,
-        max_completion_length=4, report_to="none", save_strategy="steps", save_steps=1, disable_tqdm=True,
+def _guarded_trainer(model_dir, run_dir, reward, **overrides) -> LeashGRPOTrainer:
+    """A 3-step trainer on the untrained tiny model with the NaN guard; `overrides` go to the config."""
+    settings = dict(
+        output_dir=str(run_dir), use_cpu=True, bf16=False, activation_checkpointing=False, max_steps=3,
+        per_device_train_batch_size=4, num_generations=2, max_completion_length=4, report_to="none",
+        save_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     dataset = Dataset.from_dict({"prompt": ["1 2=3:"] * 4, "problem_id": ["a"] * 4})
     trainer = LeashGRPOTrainer(
-        model=str(tiny_random_model), reward_funcs=[_no_reward], args=args, train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(tiny_random_model),
+        model=str(model_dir), reward_funcs=[reward], args=LeashGRPOConfig(**{**settings, **overrides}),
+        train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir),
     )  # fmt: skip
     trainer.add_callback(NaNGuardCallback(trainer))
+    return trainer
+
+
+def test_nan_reward_stops_the_run_without_saving_that_step(tiny_random_model, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = _guarded_trainer(tiny_random_model, run_dir, _no_reward, save_strategy="steps", save_steps=1)
     trainer.train()
     assert trainer.state.global_step == 1
     assert trainer.stop_reason.startswith("non-finite reward at step 1")
     assert "last good checkpoint: none" in trainer.stop_reason
-    assert not list((tmp_path / "run").glob("checkpoint-*"))
-
-
-def _guarded_trainer(model_dir, run_dir, reward) -> LeashGRPOTrainer:
-    args = LeashGRPOConfig(
-        output_dir=str(run_dir), model_name_or_path=str(model_dir), use_cpu=True, bf16=False,
-        activation_checkpointing=False, max_steps=3, per_device_train_batch_size=4, num_generations=2,
-        max_completion_length=4, report_to="none", save_strategy="no", disable_tqdm=True,
-    )  # fmt: skip
-    dataset = Dataset.from_dict({"prompt": ["1 2=3:"] * 4, "problem_id": ["a"] * 4})
-    trainer = LeashGRPOTrainer(
-        model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-    )  # fmt: skip
-    trainer.add_callback(NaNGuardCallback(trainer))
-    return trainer
+    assert not list(run_dir.glob("checkpoint-*"))
 
 
 def _alternating(prompts, completions, **kwargs):
