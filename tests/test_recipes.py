@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,10 @@ def test_accelerate_config_loads(path):
     config = load_config_from_file(str(path))
     assert config.distributed_type is not None
     deepspeed = yaml.safe_load(path.read_text()).get("deepspeed_config") or {}
-    if deepspeed:
+    if "deepspeed_config_file" in deepspeed:  # a DeepSpeed JSON, relative to the repository root
+        settings = json.loads((CONFIGS.parent / deepspeed["deepspeed_config_file"]).read_text())
+        assert settings["zero_optimization"]["stage"] in (0, 1, 2, 3)
+    elif deepspeed:
         assert deepspeed.get("zero_stage") in (0, 1, 2, 3)
 
 
