@@ -22,7 +22,7 @@ def main() -> None:
         return guard(self, args, state, control, **kwargs)
 
     callbacks.NaNGuardCallback.on_step_end = on_step_end
-    grpo.cli(train_args)
+    sys.exit(grpo.cli(train_args))
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_zero2_runs_two_deepspeed_ranks(zero2_run):
 def test_nan_on_one_rank_stops_every_rank_without_saving_that_step(zero2_run):
     run_dir, result = zero2_run
     assert result.returncode == 1, result.stderr[-3000:]
-    stops = re.findall(r"train: non-finite loss at step (\d+) on rank\(s\) \[(\d+)\]", result.stderr)
+    stops = re.findall(r"train: failed: non-finite loss at step (\d+) on rank\(s\) \[(\d+)\]", result.stderr)
     assert stops == [("4", "1"), ("4", "1")], result.stderr[-3000:]  # both ranks stopped, both name rank 1
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [
         "checkpoint-1",
