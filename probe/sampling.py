@@ -19,7 +19,8 @@ Per sample: the generated ids (EOS included when emitted), the text (decoded wit
 tokens), `length` = number of generated tokens, EOS included (each was sampled, so it counts in
 the entropy mean too), `token_entropy` = mean of H_t over those tokens, `finished` = EOS emitted.
 
-vLLM backend (`VLLMSampler`): see its docstring for exactly what its entropy is.
+vLLM backend (`VLLMSampler`): chunked seeded requests, many problems per `generate` call; see its
+docstring for how its samples are seeded and exactly what its entropy is.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -47,12 +50,25 @@ class SampleChunk:
     finished: np.ndarray  # (samples,) bool, EOS emitted within max_new_tokens
 
 
+# One probe job: (problem index, prompt ids, seed of that problem's samples).
+Job = tuple[int, Sequence[int], int]
+
+
 class Sampler(Protocol):
-    """What the probe asks of a backend: `n` samples of one prompt, in chunks, reproducible per seed."""
+    """What the probe asks of a backend: `n` samples of one prompt, or of several problems at once,
+    in chunks, reproducible per seed.
+
+    `sample(prompt_ids, n, seed)` yields a prompt's SampleChunks in a fixed order for a seed.
+    `sample_problems(jobs, n)` yields (problem index, chunk) pairs for every job, each problem's
+    chunks in its own order (the order `sample` gives), problems possibly interleaved: a problem's
+    samples do not depend on which other problems share the call.
+    """
 
     entropy_source: str  # what SampleChunk.token_entropy is (summary.json reports it)
 
     def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]: ...
+
+    def sample_problems(self, jobs: Sequence[Job], n: int) -> Iterator[tuple[int, SampleChunk]]: ...
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -105,6 +121,14 @@ def forward_with_cache(model, input_ids: torch.Tensor, cache, **kwargs) -> tuple
     return returned, out.logits[:, -1]
 
 
+def decode_completions(tokenizer, token_ids: list[list[int]], finished: np.ndarray) -> list[str]:
+    """Texts of completions (EOS dropped, special tokens skipped), decoding each distinct one once."""
+    keys = [tuple(ids[:-1] if done else ids) for ids, done in zip(token_ids, finished, strict=True)]
+    distinct = list(set(keys))
+    decoded = dict(zip(distinct, tokenizer.batch_decode(distinct, skip_special_tokens=True), strict=True))
+    return [decoded[key] for key in keys]
+
+
 class HFSampler:
     """Samples `n` completions of one prompt in chunks, sharing the prompt's KV cache."""
 
@@ -139,6 +163,12 @@ class HFSampler:
         for start in range(0, n, self.batch_size):
             rows = min(self.batch_size, n - start)
             yield self._decode(copy.deepcopy(prompt_cache), prompt_logits, rows, generator)
+
+    def sample_problems(self, jobs: Sequence[Job], n: int) -> Iterator[tuple[int, SampleChunk]]:
+        """One problem after another (each prompt's cache is shared by its own samples only)."""
+        for index, prompt_ids, seed in jobs:
+            for chunk in self.sample(prompt_ids, n, seed):
+                yield index, chunk
 
     def _decode(self, cache, logits: torch.Tensor, rows: int, generator: torch.Generator) -> SampleChunk:
         """Sample `rows` completions; the model runs once per distinct prefix, not once per row.
@@ -179,78 +209,119 @@ class HFSampler:
         finished_np = finished.cpu().numpy()
         rows = tokens.cpu().tolist()
         token_ids = [row[:length] for row, length in zip(rows, lengths_np.tolist(), strict=True)]
-        # decode each distinct completion once (many samples repeat one another)
-        text_ids = {
-            tuple(ids[:-1] if done else ids) for ids, done in zip(token_ids, finished_np, strict=True)
-        }
-        distinct = list(text_ids)
-        decoded = dict(
-            zip(distinct, self.tokenizer.batch_decode(distinct, skip_special_tokens=True), strict=True)
-        )
-        texts = [
-            decoded[tuple(ids[:-1] if done else ids)]
-            for ids, done in zip(token_ids, finished_np, strict=True)
-        ]
+        texts = decode_completions(self.tokenizer, token_ids, finished_np)
         mean_entropy = (entropy_sum.cpu().numpy() / np.maximum(lengths_np, 1)).astype(np.float64)
         return SampleChunk(token_ids, texts, lengths_np, mean_entropy, finished_np)
 
 
 class VLLMSampler:
-    """vLLM backend: one request per problem with `n` samples (vLLM batches requests itself).
+    """vLLM backend: chunked, seeded requests, many problems per `generate` call.
+
+    Requests: each problem's `n` samples go out as requests of at most `batch_size` samples; chunk
+    `start` of a problem has seed `seed + start`, and vLLM seeds a request's sample i with its seed
+    + i, so sample j of a problem is drawn with seed `seed + j` whatever the chunking. A chunk is
+    reduced to token ids, texts, lengths and entropies before the next call, so host memory holds at
+    most (problems per call) x `batch_size` samples, not `n`. Texts are decoded here, once per
+    distinct completion, as in the HF backend (vLLM's detokenizer is off: it would also decode every
+    returned logprob's token).
 
     Entropy: vLLM returns, per generated position, only the top-`num_logprobs` log-probabilities
-    (at most its `max_logprobs`, 20 by default), plus the sampled token's when it is outside them
-    (so K or K + 1 values), not the full distribution. With
-    `logprobs_mode="processed_logprobs"` (set by `make_vllm_engine`) they are taken after
-    temperature scaling (and after top-p when top_p < 1). The figure reported here is a *truncated
-    estimate*: the entropy of those top-K probabilities renormalised to sum to 1, which is below the
-    full-vocabulary entropy by the tail it leaves out (and, for top_p < 1, follows the truncated
-    distribution, unlike the HF backend). `summary.json` labels it via `entropy_source`.
-    This backend needs a CUDA GPU and vllm; it was not run in this project's CPU-only tests.
+    (at most the engine's `max_logprobs`, 20 by default), plus the sampled token's when it is outside
+    them, not the full distribution. With `logprobs_mode="processed_logprobs"` (set by
+    `make_vllm_engine`, and by TRL for its colocated engine) they are taken after temperature
+    scaling (and after top-p when top_p < 1). The figure reported is a *truncated estimate*: the
+    entropy of those probabilities renormalised to sum to 1, which is below the full-vocabulary
+    entropy by the tail it leaves out (exact when `num_logprobs` >= the vocabulary) and, for
+    top_p < 1, follows the truncated distribution, unlike the HF backend.
     """
 
     entropy_source = "vllm_top_logprobs_renormalised"
 
     def __init__(self, llm, tokenizer, *, temperature, top_p, max_new_tokens, batch_size, num_logprobs=20):
-        # why: vllm is an optional extra (GPU only); importing it here fails at construction, not mid-run
+        # why: vllm is an optional, heavy dependency; importing it here fails early, not mid-run
         from vllm import SamplingParams  # noqa: F401
 
+        limit = llm.llm_engine.model_config.max_logprobs
+        if limit != -1 and num_logprobs > limit:
+            raise ValueError(
+                f"num_logprobs = {num_logprobs} is above the engine's max_logprobs = {limit} "
+                "(make_vllm_engine(max_logprobs=...); TRL's colocated engine keeps vLLM's default 20)"
+            )
         self.llm, self.tokenizer = llm, tokenizer
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.batch_size, self.num_logprobs = batch_size, num_logprobs
 
     def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]:
-        from vllm import SamplingParams, TokensPrompt  # why: optional extra, as above
+        for _, chunk in self.sample_problems([(0, prompt_ids, seed)], n):
+            yield chunk
 
-        params = SamplingParams(
-            n=n,
+    def sample_problems(self, jobs: Sequence[Job], n: int) -> Iterator[tuple[int, SampleChunk]]:
+        """One `generate` call per round of `batch_size` samples of every job, in job order."""
+        # why: vllm is an optional, heavy dependency
+        from vllm import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(prompt_ids)) for _, prompt_ids, _ in jobs]
+        for start in range(0, n, self.batch_size):
+            rows = min(self.batch_size, n - start)
+            params = [self._params(rows, seed + start) for _, _, seed in jobs]
+            requests = self.llm.generate(prompts, params, use_tqdm=False)
+            for (index, _, _), request in zip(jobs, requests, strict=True):
+                yield index, self._chunk(request.outputs)
+
+    def _params(self, rows: int, seed: int):
+        # why: vllm is an optional, heavy dependency
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=rows,
             temperature=self.temperature,
             top_p=self.top_p,
             max_tokens=self.max_new_tokens,
-            seed=seed % (2**31),
+            # problem_seed is < 2**63; the chunk offset and vLLM's "+ i" per sample must stay in int64
+            seed=seed % 2**62,
             logprobs=self.num_logprobs,
+            flat_logprobs=True,  # a few flat lists per sample instead of a dict of objects per token
+            detokenize=False,
         )
-        (request,) = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(prompt_ids))], params, use_tqdm=False
-        )
-        outputs = list(request.outputs)
-        for start in range(0, n, self.batch_size):
-            yield self._chunk(outputs[start : start + self.batch_size])
 
     def _chunk(self, outputs) -> SampleChunk:
-        token_ids, texts, lengths, entropies, finished = [], [], [], [], []
-        for output in outputs:
-            token_ids.append(list(output.token_ids))
-            texts.append(output.text)
-            lengths.append(len(output.token_ids))
-            finished.append(output.finish_reason == "stop")
-            per_token = [
-                truncated_entropy([lp.logprob for lp in pos.values()]) for pos in output.logprobs or []
-            ]
-            entropies.append(float(np.mean(per_token)) if per_token else 0.0)
+        token_ids = [list(output.token_ids) for output in outputs]
+        finished = np.array([output.finish_reason == "stop" for output in outputs], dtype=bool)
+        entropies = [mean_truncated_entropy(output.logprobs, self.num_logprobs) for output in outputs]
         return SampleChunk(
-            token_ids, texts, np.array(lengths, np.int64), np.array(entropies, np.float64), np.array(finished)
+            token_ids,
+            decode_completions(self.tokenizer, token_ids, finished),
+            np.array([len(ids) for ids in token_ids], np.int64),
+            np.array(entropies, np.float64),
+            finished,
         )
+
+
+def mean_truncated_entropy(logprobs, num_logprobs: int) -> float:
+    """Mean over positions of `truncated_entropy` of one sample's vLLM FlatLogprobs.
+
+    Each position holds the sampled token's entry first (rank r), then the top-`num_logprobs`
+    (ranks 1..K); when r <= K the sampled token is among them, so its first entry is a duplicate
+    and is dropped.
+    """
+    if logprobs is None or len(logprobs) == 0:
+        return 0.0
+    width = num_logprobs + 1
+    values = np.asarray(logprobs.logprobs, dtype=np.float64)
+    starts = np.asarray(logprobs.start_indices)
+    if values.size != width * len(starts) or np.any(np.diff(starts) != width):
+        raise RuntimeError(
+            f"vLLM returned {values.size} logprobs for {len(starts)} positions, not {width} each"
+        )
+    values = values.reshape(len(starts), width)  # (positions, 1 + K)
+    sampled_rank = np.asarray(logprobs.ranks[::width], dtype=np.float64)  # (positions,)
+    values[sampled_rank <= num_logprobs, 0] = -np.inf  # a duplicate of one of the top K
+    finite = np.isfinite(values)
+    peak = np.where(finite, values, -np.inf).max(axis=1, keepdims=True)  # (positions, 1)
+    weights = np.where(finite, np.exp(values - peak), 0.0)
+    q = weights / weights.sum(axis=1, keepdims=True)  # renormalised probabilities
+    log_q = np.log(np.where(q > 0, q, 1.0))
+    return float((-(q * log_q).sum(axis=1)).mean())
 
 
 def truncated_entropy(logprobs: Sequence[float]) -> float:
@@ -263,18 +334,40 @@ def truncated_entropy(logprobs: Sequence[float]) -> float:
     return float(-(np.exp(log_q) * log_q).sum())
 
 
+def checkpoint_dtype(model_path: str | Path) -> str:
+    """The dtype a checkpoint's config.json names ("float32" when it names none, as transformers does)."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
 def make_vllm_engine(
-    model_path: str, *, seed: int, gpu_memory_utilization: float = 0.9, max_logprobs: int = 20
+    model_path: str,
+    *,
+    seed: int,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = 0.9,
+    max_logprobs: int = 20,
+    enforce_eager: bool = False,
 ):
-    """A vllm.LLM whose returned logprobs are post-temperature (see VLLMSampler)."""
+    """A vllm.LLM whose returned logprobs are post-temperature (see VLLMSampler).
+
+    dtype "auto" is the checkpoint's own dtype, as transformers loads it (vLLM's own "auto" would
+    turn a float32 checkpoint into bfloat16).
+    """
     try:
-        from vllm import LLM  # why: optional extra (GPU only); only the vllm backend needs it
+        # why: vllm is an optional, heavy dependency
+        from vllm import LLM
     except ImportError as error:
-        raise ImportError("backend 'vllm' needs the vllm package: pip install 'leash[vllm]'") from error
+        raise ImportError(
+            "backend 'vllm' needs the vllm package: pip install 'leash[vllm]' (CUDA GPUs), "
+            "or `make vllm-setup` (CPU)"
+        ) from error
     return LLM(
         model=model_path,
         seed=seed,
+        dtype=checkpoint_dtype(model_path) if dtype == "auto" else dtype,
         gpu_memory_utilization=gpu_memory_utilization,
         max_logprobs=max_logprobs,
         logprobs_mode="processed_logprobs",
+        enforce_eager=enforce_eager,
     )

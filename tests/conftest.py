@@ -40,6 +40,9 @@ TINY_BASE = {
     "log_every": 0,
 }
 
+# The same base with head_dim 32 (64 / 2 heads): vLLM's CPU attention refuses head_dim 16.
+TINY_BASE_VLLM = TINY_BASE | {"num_attention_heads": 2, "num_key_value_heads": 1}
+
 
 @pytest.fixture(scope="session")
 def tiny_probe_recipe(tmp_path_factory) -> Path:
@@ -64,6 +67,15 @@ def tiny_base(tiny_base_config) -> Path:
     from train.build_base import main
 
     return main(tiny_base_config)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_vllm(tmp_path_factory, tiny_probe_recipe) -> Path:
+    """`tiny_base` built with head_dim 32, which vLLM's CPU backend accepts (same builder, same SFT)."""
+    from train.build_base import BaseConfig, main
+
+    output_dir = tmp_path_factory.mktemp("tiny_base_vllm") / "model"
+    return main(BaseConfig(output_dir=str(output_dir), probe_recipe=str(tiny_probe_recipe), **TINY_BASE_VLLM))
 
 
 @pytest.fixture(scope="session")
