@@ -115,6 +115,8 @@ class ProbeCallback(TrainerCallback):
         else:  # resumed, but the base probe never finished: probe the base weights themselves
             metrics = self.probe(0, self.base_weights(), self.base_model)
         self.trainer.pending_logs.update(metrics)
+        if state.global_step and self.config.backend == "vllm":  # the engine holds the base: restore
+            self.trainer.vllm_generation.sync_weights()
         self.trainer.log({})  # the trainer has no row at step 0 of its own
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -149,7 +151,14 @@ class ProbeCallback(TrainerCallback):
             yield model
 
     def base_weights(self):
-        """The base model, loaded whole on this process (not partitioned, even under ZeRO-3)."""
+        """The base model to probe after a resume: with vLLM, the trainer's engine reloads the base
+        checkpoint from disk (no second model in memory; under ZeRO-3 nothing to gather); with HF, the
+        base loaded whole on this process (not partitioned, even under ZeRO-3)."""
+        if self.config.backend == "vllm":
+            llm = self.trainer.vllm_generation.llm
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": self.base_model})
+            llm.reset_prefix_cache()
+            return llm
         with whole_models():
             model = AutoModelForCausalLM.from_pretrained(self.base_model)
         return model.to(self.trainer.accelerator.device)

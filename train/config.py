@@ -170,6 +170,36 @@ def check_base_model(name_or_path: str | None) -> None:
     )
 
 
+# vLLM's default max_logprobs: TRL builds its colocated engine without setting it.
+TRL_ENGINE_MAX_LOGPROBS = 20
+
+
+def check_vllm_probes(config: LeashGRPOConfig, probe_config) -> None:
+    """In-training vLLM probes sample through the trainer's colocated engine: refuse what breaks that."""
+    where = f"probe_recipe {config.probe_recipe} samples with vLLM"
+    if not (config.use_vllm and config.vllm_mode == "colocate"):
+        raise ConfigError(
+            f"{where}: in-training probes reuse the trainer's colocated engine, so set use_vllm: true and "
+            "vllm_mode: colocate (or probe checkpoints out of process with `python -m probe run`)"
+        )
+    if config.vllm_enable_sleep_mode:
+        raise ConfigError(
+            f"{where}, and vllm_enable_sleep_mode puts the engine's weights to sleep (discarded) after each "
+            "generation: a probe would sample from no weights. Set vllm_enable_sleep_mode: false"
+        )
+    if config.vllm_tensor_parallel_size > 1:
+        raise ConfigError(
+            f"{where}, and vllm_tensor_parallel_size = {config.vllm_tensor_parallel_size}: ranks of a tensor-"
+            "parallel group must send identical requests, but each rank probes its own problems. Use "
+            "vllm_tensor_parallel_size: 1, or probe checkpoints with `python -m probe run`"
+        )
+    if probe_config.vllm_num_logprobs > TRL_ENGINE_MAX_LOGPROBS:
+        raise ConfigError(
+            f"{where} with vllm_num_logprobs = {probe_config.vllm_num_logprobs}, above the max_logprobs "
+            f"of the trainer's engine ({TRL_ENGINE_MAX_LOGPROBS}, vLLM's default: TRL does not set it)"
+        )
+
+
 def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
     """Refuse a recipe that cannot work, before any model is loaded (overlap is checked in train.data)."""
     check_base_model(model_args.model_name_or_path)
@@ -210,12 +240,8 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
         raise ConfigError("probe_steps set but probe_recipe is empty")
     if config.probe_recipe:
         _, probe_config = load_probe_recipe(config.probe_recipe)
-        if probe_config.backend == "vllm" and not (config.use_vllm and config.vllm_mode == "colocate"):
-            raise ConfigError(
-                f"probe_recipe {config.probe_recipe} samples with vLLM: in-training probes reuse the "
-                "trainer's colocated engine, so set use_vllm: true and vllm_mode: colocate "
-                "(or probe checkpoints out of process with `python -m probe run`)"
-            )
+        if probe_config.backend == "vllm":
+            check_vllm_probes(config, probe_config)
         zero3 = config.deepspeed_plugin is not None and config.deepspeed_plugin.zero_stage == 3
         if probe_config.backend == "hf" and zero3 and not config.ds3_gather_for_generation:
             raise ConfigError(
