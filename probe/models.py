@@ -2,13 +2,13 @@
 prompts encoded as the trainer encodes them, and the eval-mode toggle while a model is probed.
 
 One place for both backends: `load_vllm` checks the same directory and loads the same tokenizer as
-`load_model` (and merges a LoRA adapter through it); only the engine itself comes from
-probe.sampling.make_vllm_engine.
+`load_model` (and merges a LoRA adapter through it); `make_vllm_engine` builds the engine itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +20,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from probe.cli import ConfigError, InputError
 from probe.config import ProbeConfig
-from probe.sampling import make_vllm_engine
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +80,45 @@ def load_model(path: str, dtype: str = "auto", device: str = "auto"):
     if device == "auto":
         device = process_state().device if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
+
+
+def checkpoint_dtype(model_path: str | Path) -> str:
+    """The dtype a checkpoint's config.json names ("float32" when it names none, as transformers does)."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def make_vllm_engine(
+    model_path: str,
+    *,
+    seed: int,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = 0.9,
+    max_logprobs: int = 20,
+    enforce_eager: bool = False,
+):
+    """A vllm.LLM whose returned logprobs are post-temperature (see probe.sampling.VLLMSampler).
+
+    dtype "auto" is the checkpoint's own dtype, as transformers loads it (vLLM's own "auto" would
+    turn a float32 checkpoint into bfloat16).
+    """
+    try:
+        # why: vllm is an optional, heavy dependency
+        from vllm import LLM
+    except ImportError:
+        raise ConfigError(
+            "ProbeConfig.backend vllm needs the vllm package: pip install 'leash[vllm]' (CUDA GPUs), "
+            "or `make vllm-setup` and .venv-vllm/bin/python (CPU)"
+        ) from None
+    return LLM(
+        model=model_path,
+        seed=seed,
+        dtype=checkpoint_dtype(model_path) if dtype == "auto" else dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_logprobs=max_logprobs,
+        logprobs_mode="processed_logprobs",
+        enforce_eager=enforce_eager,
+    )
 
 
 def load_vllm(path: str, config: ProbeConfig):

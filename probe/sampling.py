@@ -28,10 +28,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -230,7 +228,7 @@ class VLLMSampler:
     Entropy: vLLM returns, per generated position, only the top-`num_logprobs` log-probabilities
     (at most the engine's `max_logprobs`, 20 by default), plus the sampled token's when it is outside
     them, not the full distribution. With `logprobs_mode="processed_logprobs"` (set by
-    `make_vllm_engine`, and by TRL for its colocated engine) they are taken after temperature
+    `probe.models.make_vllm_engine`, and by TRL for its colocated engine) they are taken after temperature
     scaling (and after top-p when top_p < 1). The figure reported is a *truncated estimate*: the
     entropy of those probabilities renormalised to sum to 1, which is below the full-vocabulary
     entropy by the tail it leaves out (exact when `num_logprobs` >= the vocabulary) and, for
@@ -335,42 +333,3 @@ def truncated_entropy(logprobs: Sequence[float]) -> float:
         return 0.0
     log_q = values - np.logaddexp.reduce(values)
     return float(-(np.exp(log_q) * log_q).sum())
-
-
-def checkpoint_dtype(model_path: str | Path) -> str:
-    """The dtype a checkpoint's config.json names ("float32" when it names none, as transformers does)."""
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
-
-
-def make_vllm_engine(
-    model_path: str,
-    *,
-    seed: int,
-    dtype: str = "auto",
-    gpu_memory_utilization: float = 0.9,
-    max_logprobs: int = 20,
-    enforce_eager: bool = False,
-):
-    """A vllm.LLM whose returned logprobs are post-temperature (see VLLMSampler).
-
-    dtype "auto" is the checkpoint's own dtype, as transformers loads it (vLLM's own "auto" would
-    turn a float32 checkpoint into bfloat16).
-    """
-    try:
-        # why: vllm is an optional, heavy dependency
-        from vllm import LLM
-    except ImportError as error:
-        raise ImportError(
-            "backend 'vllm' needs the vllm package: pip install 'leash[vllm]' (CUDA GPUs), "
-            "or `make vllm-setup` (CPU)"
-        ) from error
-    return LLM(
-        model=model_path,
-        seed=seed,
-        dtype=checkpoint_dtype(model_path) if dtype == "auto" else dtype,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_logprobs=max_logprobs,
-        logprobs_mode="processed_logprobs",
-        enforce_eager=enforce_eager,
-    )

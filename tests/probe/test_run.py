@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -312,7 +313,10 @@ class LengthScorer:
         pass
 
 
-def test_verifier_timeouts_and_crashes_are_counted_in_records_and_summary(tiny_base, tmp_path):
+@pytest.mark.parametrize("problems_per_call", [1, 3])
+def test_verifier_timeouts_and_crashes_are_counted_in_records_and_summary(
+    tiny_base, tmp_path, problems_per_call
+):
     from collections import Counter
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -328,7 +332,7 @@ def test_verifier_timeouts_and_crashes_are_counted_in_records_and_summary(tiny_b
     task = make_task(TaskConfig(task="reasoning_gym:basic_arithmetic", num_problems=1))
     task.scorer = LengthScorer()
     problems = make_task(TaskConfig(seed=99, num_problems=4, max_numbers=3, max_target=30)).problems()
-    config = ProbeConfig(n=32, max_new_tokens=16)
+    config = ProbeConfig(n=32, max_new_tokens=16, problems_per_call=problems_per_call)
     summary = probe_model(model, tokenizer, task, problems, config, tmp_path / "p", progress=False)
     per_sample, per_problem = Counter(), Counter()
     for index, row in enumerate(load_problems(tmp_path / "p")):
@@ -368,4 +372,12 @@ def test_the_vllm_backend_under_several_processes_is_refused(capsys, monkeypatch
 
     monkeypatch.setattr(probe.run, "process_state", lambda: TwoProcesses())
     _refused(capsys, _args(random_model_dir, tmp_path / "out", "--backend", "vllm"), "as one process")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_vllm_backend_without_vllm_installed_is_refused(capsys, random_model_dir, tmp_path):
+    """The default venv has no vllm: one line naming the backend and how to install it, exit 2."""
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed in this venv")
+    _refused(capsys, _args(random_model_dir, tmp_path / "out", "--backend", "vllm"), "needs the vllm package")
     assert not (tmp_path / "out").exists()

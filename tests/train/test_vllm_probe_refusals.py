@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from trl import ModelConfig
 
 from probe.cli import ConfigError, parse
 from train.config import LeashGRPOConfig, validate
@@ -21,7 +22,7 @@ def vllm_probe_recipe(tmp_path) -> Path:
     return path
 
 
-def _config(tmp_path, probe_recipe, *extra) -> LeashGRPOConfig:
+def _configs(tmp_path, probe_recipe, *extra) -> tuple[LeashGRPOConfig, ModelConfig]:
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text("{}")
@@ -33,8 +34,7 @@ def _config(tmp_path, probe_recipe, *extra) -> LeashGRPOConfig:
         "--output_dir",
         str(tmp_path / "run"),
     ]
-    (config,) = parse((LeashGRPOConfig,), [*args, "--probe_recipe", str(probe_recipe), *extra])
-    return config
+    return parse((LeashGRPOConfig, ModelConfig), [*args, "--probe_recipe", str(probe_recipe), *extra])
 
 
 COLOCATE = ("--use_vllm", "true", "--vllm_mode", "colocate")
@@ -51,15 +51,15 @@ COLOCATE = ("--use_vllm", "true", "--vllm_mode", "colocate")
 )
 def test_vllm_probes_with_an_engine_they_cannot_use_are_refused(tmp_path, vllm_probe_recipe, extra, message):
     with pytest.raises(ConfigError, match=message):
-        validate(_config(tmp_path, vllm_probe_recipe, *extra))
+        validate(*_configs(tmp_path, vllm_probe_recipe, *extra))
 
 
 def test_more_logprobs_than_the_trainers_engine_returns_are_refused(tmp_path, vllm_probe_recipe):
     recipe = vllm_probe_recipe.with_name("probe_vllm_40.yaml")
     recipe.write_text(vllm_probe_recipe.read_text() + "vllm_num_logprobs: 40\n")
     with pytest.raises(ConfigError, match="vllm_num_logprobs = 40"):
-        validate(_config(tmp_path, recipe, *COLOCATE))
+        validate(*_configs(tmp_path, recipe, *COLOCATE))
 
 
 def test_colocated_vllm_probes_pass_validation(tmp_path, vllm_probe_recipe):
-    validate(_config(tmp_path, vllm_probe_recipe, *COLOCATE))
+    validate(*_configs(tmp_path, vllm_probe_recipe, *COLOCATE))

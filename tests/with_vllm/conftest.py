@@ -24,7 +24,7 @@ def vllm_env():
 @pytest.fixture(scope="session")
 def engine(vllm_env, tiny_base_vllm):
     """One engine on `tiny_base_vllm` for the session: float32 (the checkpoint's dtype), every logprob."""
-    from probe.sampling import make_vllm_engine
+    from probe.models import make_vllm_engine
 
     return make_vllm_engine(
         str(tiny_base_vllm),

@@ -17,7 +17,8 @@ from vllm_support import model_vocab
 
 from probe.__main__ import cli
 from probe.cli import parse
-from probe.run import ProbeConfig, probe_model
+from probe.config import ProbeConfig
+from probe.run import probe_model
 from probe.store import load_problems
 from probe.tasks import TaskConfig, make_task
 
@@ -142,8 +143,9 @@ PEAK_GROWTH = """
 import json, sys, threading, time, tracemalloc
 import psutil
 from transformers import AutoTokenizer
-from probe.run import ProbeConfig, probe_model
-from probe.sampling import make_vllm_engine
+from probe.config import ProbeConfig
+from probe.run import probe_model
+from probe.models import make_vllm_engine
 from probe.tasks import TaskConfig, make_task
 
 model, out, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
