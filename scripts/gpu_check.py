@@ -13,16 +13,28 @@ peak host RSS of this process (polled) and GPU memory in use (nvidia-smi, polled
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
+
+from probe.cli import parse
+from probe.config import ProbeConfig
+from probe.models import encode_prompt, load_tokenizer, make_vllm_engine
+from probe.run import probe_model
+from probe.sampling import problem_seed
+from probe.tasks import TaskConfig, make_task
+from train.build_base import BaseConfig
+from train.build_base import main as build_base_main
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE_RECIPE = ROOT / "configs/base/countdown_tiny.yaml"
 PROBE_RECIPE = ROOT / "configs/probe/countdown_tiny.yaml"
 TRAIN_RECIPE = ROOT / "configs/train/countdown_tiny.yaml"
 # ~70M parameters: 8 layers x (attention 1.6M + MLP 7.1M); head_dim 64
@@ -51,8 +63,6 @@ class PeakMemory:
     """Polls this process's RSS and, on a GPU, nvidia-smi's memory.used (every process's) while active."""
 
     def __init__(self, gpu: bool):
-        import psutil
-
         self.process, self.gpu, self.host, self.device, self.running = psutil.Process(), gpu, 0, 0, True
         self.thread = threading.Thread(target=self.poll, daemon=True)
 
@@ -77,61 +87,63 @@ class PeakMemory:
 
 
 def build_base(output_dir: Path, device: str) -> Path:
-    from train.base import BaseConfig, main
-
     options = GPU_BASE if device == "cuda" else CPU_BASE
-    return main(BaseConfig(output_dir=str(output_dir / "base"), probe_recipe=str(PROBE_RECIPE), **options))
+    return build_base_main(
+        BaseConfig(output_dir=str(output_dir / "base"), probe_recipe=str(PROBE_RECIPE), **options)
+    )
 
 
-def train(base: Path, output_dir: Path, steps: int) -> dict:
-    """20 GRPO steps, vLLM colocated for rollouts and probes (every 10 steps, n 64)."""
+def train_args(base: Path, output_dir: Path, steps: int) -> list[str]:
+    """`python -m train` for `steps` GRPO steps, vLLM colocated for rollouts and probes (every 10 steps,
+    n 64, every probe problem in one call); writes its probe recipe beside the run."""
     recipe = output_dir / "probe_vllm.yaml"
-    recipe.write_text(PROBE_RECIPE.read_text() + "backend: vllm\nproblems_per_call: 50\n")
-    args = [
+    recipe.write_text(PROBE_RECIPE.read_text() + "backend: vllm\nproblems_per_call: 200\n")
+    return [
         sys.executable, "-m", "train", "--config", str(TRAIN_RECIPE), "--model_name_or_path", str(base),
         "--output_dir", str(output_dir / "grpo"), "--max_steps", str(steps), "--probe_recipe", str(recipe),
         "--probe_steps", "10", "--probe_n", "64", "--save_steps", "10", "--use_cpu", "false",
         "--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.3",
-        "--report_to", "none", "--overwrite_output_dir", "true",
+        "--report_to", "none",
     ]  # fmt: skip
+
+
+def train(base: Path, output_dir: Path, steps: int) -> dict:
+    run_dir = output_dir / "grpo"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run left there would be resumed, not measured
     start = time.perf_counter()
-    subprocess.run(args, cwd=ROOT, check=True)
+    subprocess.run(train_args(base, output_dir, steps), cwd=ROOT, check=True)
     seconds = time.perf_counter() - start
-    state = json.loads((output_dir / "grpo" / "trainer_state.json").read_text())
+    state = json.loads((run_dir / "trainer_state.json").read_text())
     probes = [h for h in state["log_history"] if "probe/pass@1" in h]
     return {"seconds": seconds, "probe_seconds": sum(h["probe/seconds"] for h in probes), "probes": probes}
 
 
 def probe_and_bare(base: Path, output_dir: Path, args) -> dict:
-    from transformers import AutoTokenizer
+    # why: vllm is an optional, heavy dependency; this script runs only where it is installed
     from vllm import SamplingParams, TokensPrompt
-
-    from probe.cli import parse
-    from probe.run import ProbeConfig, encode_prompt, probe_model
-    from probe.sampling import make_vllm_engine, problem_seed
-    from probe.tasks import TaskConfig, make_task
 
     task_config, probe_config = parse((TaskConfig, ProbeConfig), ["--config", str(PROBE_RECIPE)])
     task_config.num_problems = args.num_problems
     task = make_task(task_config)
     problems = task.problems()
-    config = ProbeConfig(
-        **{
-            **probe_config.__dict__,
-            "n": args.n,
-            "batch_size": args.batch_size,
-            "backend": "vllm",
-            "problems_per_call": args.num_problems,
-        }  # fmt: skip
+    config = dataclasses.replace(
+        probe_config,
+        n=args.n,
+        batch_size=args.batch_size,
+        backend="vllm",
+        problems_per_call=args.num_problems,
     )
     gpu = args.device == "cuda"
     llm = make_vllm_engine(str(base), seed=0, gpu_memory_utilization=0.5, enforce_eager=not gpu)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(str(base))
     with PeakMemory(gpu) as memory:
         start = time.perf_counter()
         summary = probe_model(llm, tokenizer, task, problems, config, output_dir / "probe", overwrite=True)
         probe_seconds = time.perf_counter() - start
-    prompts = [TokensPrompt(prompt_token_ids=encode_prompt(tokenizer, p.prompt, "compact")) for p in problems]
+    prompts = [
+        TokensPrompt(prompt_token_ids=encode_prompt(tokenizer, p.prompt, task_config.prompt_format))
+        for p in problems
+    ]
     start = time.perf_counter()
     for first in range(0, args.n, args.batch_size):  # the same requests, nothing kept
         rows = min(args.batch_size, args.n - first)
