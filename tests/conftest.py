@@ -92,3 +92,23 @@ def tiny_random_model(tmp_path_factory) -> Path:
     build_model(BaseConfig(**TINY_BASE), tokenizer).save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+@pytest.fixture
+def check_chunk():
+    """The SampleChunk contract every sampler keeps: ids end with EOS exactly when finished, an
+    unfinished sample is `max_new_tokens` long, texts are the ids decoded without EOS/special tokens."""
+
+    def check(chunk, tokenizer, max_new_tokens: int) -> None:
+        eos = tokenizer.eos_token_id
+        assert chunk.finished.any() and not chunk.finished.all(), "settings should give both kinds"
+        for generated, length, done, text in zip(
+            chunk.token_ids, chunk.lengths, chunk.finished, chunk.texts, strict=True
+        ):
+            assert len(generated) == length <= max_new_tokens
+            assert (generated[-1] == eos) == bool(done)
+            assert eos not in generated[:-1]
+            assert done or length == max_new_tokens
+            assert text == tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
+
+    return check

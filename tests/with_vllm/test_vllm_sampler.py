@@ -108,21 +108,13 @@ def test_many_problems_per_call_give_what_one_at_a_time_gives(engine, tokenizer)
         )
 
 
-def test_chunks_stop_at_eos_and_decode_like_the_hf_backend(engine, tokenizer):
+def test_chunks_stop_at_eos_and_decode_like_the_hf_backend(engine, tokenizer, check_chunk):
     (chunk,) = list(
         _sampler(engine, tokenizer, temperature=1.5, max_new_tokens=6, batch_size=64).sample(
             _ids(tokenizer, PROMPTS[2]), 64, seed=5
         )
     )
-    eos = tokenizer.eos_token_id
-    assert chunk.finished.any() and not chunk.finished.all(), "settings should give both kinds"
-    for generated, length, done, text in zip(
-        chunk.token_ids, chunk.lengths, chunk.finished, chunk.texts, strict=True
-    ):
-        assert len(generated) == length <= 6
-        assert (generated[-1] == eos) == bool(done)
-        assert done or length == 6
-        assert text == tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
+    check_chunk(chunk, tokenizer, max_new_tokens=6)
 
 
 def test_num_logprobs_above_the_engines_limit_is_refused(engine, tokenizer, tiny_base_vllm):
