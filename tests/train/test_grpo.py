@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from wandb_offline import history_rows
 
 from train.grpo import cli
 
@@ -23,51 +23,6 @@ RECIPE = ROOT / "configs" / "train" / "countdown_tiny.yaml"
 # Drawn like conftest's tiny probe set (3 numbers, targets 1..30), another seed; probe problems held out.
 TRAIN_TASK = {"num_problems": 300, "seed": 7, "unique_problems": False, "min_numbers": 3, "max_numbers": 3,
               "min_target": 1, "max_target": 30}  # fmt: skip
-
-
-# --- reading W&B's offline files (wandb 0.31 has no Python reader for them)
-
-
-def wandb_records(path: Path):
-    """Records of a run-*.wandb file: LevelDB log format (32 KiB blocks, 7-byte record headers)
-    after a 7-byte file header (":W&B", magic, version)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", path
-    block, position, pending = 32768, 7, b""
-    while position + 7 <= len(data):
-        left_in_block = block - position % block
-        if left_in_block < 7:  # trailer padding
-            position += left_in_block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        payload = data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        pending += payload
-        if kind in (1, 4):  # FULL or LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
-def history_rows(run_dir: Path) -> list[dict]:
-    """Every W&B history row of every offline run under RUN, as {key: value}."""
-    rows = []
-    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        for record in wandb_records(path):
-            if record.WhichOneof("record_type") != "history":
-                continue
-            row = {}
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                value = json.loads(item.value_json) if item.value_json else item.number or item.integer
-                row[key] = value
-            rows.append(row)
-    return rows
 
 
 def probe_steps_in_wandb(run_dir: Path) -> list[int]:

@@ -1,0 +1,128 @@
+"""One process per output dir (issue 11, point 7): `train` and `probe run` lock their output dir; a
+second process gets one line naming the holder's pid and exit status 2; a lock left by a dead process
+is taken over with a warning. Under several ranks the lock is the run's (rank 0 holds it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny_lm import save_random
+from train_runs import ROOT, train_args
+
+from probe.__main__ import cli as probe_cli
+from probe.files import LOCK_FILE, LockHeld, RunLock
+from train.grpo import cli as train_cli
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save_random(tmp_path_factory.mktemp("model") / "random")
+
+
+def probe_args(model: Path, recipe: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--config", str(recipe), "--model", str(model), "--output_dir", str(out),
+            "--n", "2", "--max_new_tokens", "8", "--progress", "false", *extra]  # fmt: skip
+
+
+def error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    errors = [line for line in err.strip().splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_a_lock_is_exclusive_and_names_its_holder(tmp_path):
+    with RunLock(tmp_path / "out"):
+        with pytest.raises(LockHeld, match=rf"pid {os.getpid()}\b"):
+            RunLock(tmp_path / "out").acquire()
+    with RunLock(tmp_path / "out"):  # released on exit: taken again
+        pass
+
+
+def test_a_second_probe_into_a_locked_dir_is_refused_naming_the_pid(
+    model, tiny_probe_recipe, tmp_path, capsys
+):
+    out = tmp_path / "probe"
+    with RunLock(out):
+        assert probe_cli(probe_args(model, tiny_probe_recipe, out)) == 2
+    line = error_line(capsys.readouterr().err)
+    assert str(out) in line and f"pid {os.getpid()}" in line
+    assert not (out / "records").exists()  # nothing written by the refused run
+
+
+def test_a_second_training_run_into_a_locked_dir_is_refused_naming_the_pid(
+    tiny_random_model, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    with RunLock(run):
+        assert train_cli(train_args(tiny_random_model, run)) == 2
+    line = error_line(capsys.readouterr().err)
+    assert str(run) in line and f"pid {os.getpid()}" in line
+    assert not list(run.glob("checkpoint-*"))
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(
+    model, tiny_probe_recipe, tmp_path, caplog
+):
+    out = tmp_path / "probe"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert probe_cli(probe_args(model, tiny_probe_recipe, out, "--num_problems", "2")) == 0
+    assert any(f"pid {dead.pid}" in r.getMessage() and "stale" in r.getMessage() for r in caplog.records)
+    assert (out / "summary.json").is_file()
+    assert not (out / LOCK_FILE).exists()  # released when the run ended
+
+
+def test_two_probe_processes_into_one_dir_one_runs_the_other_is_refused(model, tiny_probe_recipe, tmp_path):
+    out = tmp_path / "probe"
+    args = [sys.executable, "-m", "probe", *probe_args(model, tiny_probe_recipe, out, "--n", "256")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "records").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first holds the lock from before it writes anything
+    assert first.poll() is None, "the first probe finished before the second started"
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err[-3000:]
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"pid {first.pid}" in error_line(second.stderr)
+    assert json.loads((out / "summary.json").read_text())["num_problems"] == 24
+
+
+@pytest.mark.slow
+def test_two_ranks_hold_one_lock_and_a_second_launch_is_refused(tiny_base, tmp_path):
+    """`accelerate launch` with configs/accelerate/cpu2.yaml; the lock names the launch's rank 0."""
+    run = tmp_path / "run"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(ROOT / "configs" / "accelerate" / "cpu2.yaml"), "-m", "train"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    args = [*launch, *train_args(tiny_base, run, "--max_steps", "8", "--save_steps", "4")]
+    first = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (run / LOCK_FILE).is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    holder = json.loads((run / LOCK_FILE).read_text())["pid"]
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    _, first_err = first.communicate(timeout=900)
+    assert first.returncode == 0, first_err[-3000:]
+    started = set(re.findall(r"train INFO: process (\d+) of 2", first_err))
+    assert started == {"0", "1"}
+    assert f"pid {holder}" in second.stderr  # each rank of the second launch read the same refusal
+    assert second.returncode != 0  # the launcher reports its ranks' exit 2 as a failure of its own
+    assert (run / "checkpoint-8").is_dir()
