@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from probe.cli import parse
+from probe.cli import parse, read_recipe
 from probe.run import probe_model
 from probe.tasks import make_task
 from train.callbacks import NaNGuardCallback, preserved_rng
@@ -107,7 +106,7 @@ def main(argv=None) -> dict:
     )
 
     # --- 2. probe overhead at the demo's schedule (the recipe's probe_n, probe_steps, max_steps)
-    demo = yaml.safe_load(RECIPE.read_text())  # the schedule as the recipe sets it
+    demo = read_recipe(str(RECIPE))  # the schedule as the recipe sets it
     demo_steps, probe_steps = int(demo["max_steps"]), int(demo["probe_steps"])
     probe_config = dataclasses.replace(probe_config, n=demo.get("probe_n") or probe_config.n)
     policy = AutoModelForCausalLM.from_pretrained(args.model).eval()

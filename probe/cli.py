@@ -14,6 +14,7 @@ failure mid-run is exit status 1 (`RunFailed`: one line; anything unexpected: it
 from __future__ import annotations
 
 import dataclasses
+import errno
 import sys
 import types
 import typing
@@ -37,10 +38,15 @@ class ConfigError(InputError, ValueError):
     """A recipe or command line is wrong; the message names the key."""
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
 def run_command(prog: str, work: Callable[[], object]) -> int:
     """Run a command's work under the exit convention; returns the exit status (0 when it finished).
 
-    An unexpected exception is not caught: it is a bug to see in full, and Python exits 1 on it.
+    A full disk (or quota) is a failure mid-run, said in one line: whatever the command finished is on
+    disk, and rerunning it continues. Any other unexpected exception is not caught: it is a bug to see
+    in full, and Python exits 1 on it.
     """
     try:
         work()
@@ -49,6 +55,16 @@ def run_command(prog: str, work: Callable[[], object]) -> int:
         return 2
     except RunFailed as error:
         print(f"{prog}: failed: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        if error.errno not in FULL_DISK:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"{prog}: failed: {error.strerror}{where}; finished work is kept: free space and rerun the "
+            "same command to continue",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -84,8 +100,9 @@ def _is_ours(cls: type) -> bool:
     return cls.__module__.split(".")[0] in ("probe", "train", "tests")
 
 
-def check_types(config: Any) -> None:
-    """Raise ConfigError naming the first field whose value does not match its annotation."""
+def check_types(config: Any, name: str | None = None) -> None:
+    """Raise ConfigError naming the first field whose value does not match its annotation, as
+    `name.field` (default: the dataclass's name)."""
     hints = typing.get_type_hints(type(config))
     # Only fields that leash declares: inherited TRL/transformers fields validate themselves.
     ours = {
@@ -97,20 +114,63 @@ def check_types(config: Any) -> None:
         value = getattr(config, field.name)
         if not _type_ok(value, hints[field.name]):
             raise ConfigError(
-                f"{type(config).__name__}.{field.name}: expected {hints[field.name]}, "
+                f"{name or type(config).__name__}.{field.name}: expected {hints[field.name]}, "
                 f"got {value!r} ({type(value).__name__})"
             )
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (PyYAML keeps the last value, so a
+    recipe could say two things and mean the second without a word)."""
+
+
+def _mapping_without_repeats(loader: RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first_line[key] + 1})",
+                    key_node.start_mark,
+                )
+        except TypeError:  # an unhashable key: construct_mapping names it
+            break
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def read_recipe(path: str) -> dict:
-    """A recipe's YAML mapping; ConfigError names a file that is missing, unreadable or not a mapping."""
+    """A recipe's YAML mapping. ConfigError, one line, names a file that is missing, unreadable, not
+    UTF-8, not YAML (where), holds a repeated key, or is not a mapping."""
     try:
-        recipe = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read recipe {path}: {error}") from None
+        text = Path(path).read_text(encoding="utf-8")
+        recipe = yaml.load(text, Loader=RecipeLoader)  # a SafeLoader: no Python objects from YAML
+    except OSError as error:
+        raise ConfigError(f"cannot read recipe {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"recipe {path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe {path}: {_yaml_problem(error)}") from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"recipe {path} must be a YAML mapping")
     return recipe
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what PyYAML found wrong and where (1-based line and column)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def parse(

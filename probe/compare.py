@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.files import check_output_dir
 from probe.metrics import (
     SUPPORT_CLASSES,
     answer_level_support,
@@ -256,10 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    output_dir = check_output_dir(args.output_dir)
     # --- compare
     result = compare(args.reference, args.candidates, intersect=args.intersect)
     # --- save
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(result)
     (output_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -17,12 +17,17 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from probe.cli import ConfigError, InputError
 from probe.config import ProbeConfig
+from probe.files import read_manifest
+from probe.store import FINAL_ASIDE, FINAL_MANIFEST
 
 logger = logging.getLogger(__name__)
 
+# Files any of which gives a tokenizer its vocabulary (fast tokenizers: tokenizer.json).
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -42,17 +47,94 @@ def torch_dtype(name: str) -> torch.dtype | str:
     return DTYPES[name]
 
 
-def check_model_dir(path: str) -> Path:
-    """The checkpoint directory, or ModelError naming what is wrong with `--model`."""
+def check_model_dir(path: str, what: str = "--model") -> Path:
+    """The checkpoint directory, or ModelError naming what is wrong with it (`what`: the option that
+    named it): a training run whose final save was interrupted, a missing or torn config.json, a
+    missing, empty or truncated weights file, no tokenizer vocabulary. Read before any model code."""
     directory = Path(path)
     if not path or not directory.is_dir():
-        raise ModelError(f"--model: {path!r} is not a directory")
+        raise ModelError(f"{what}: {path!r} is not a directory")
+    if (directory / FINAL_ASIDE).exists() or (
+        (directory / FINAL_MANIFEST).exists() and read_manifest(directory, FINAL_MANIFEST) is None
+    ):
+        raise ModelError(
+            f"{what} {path}: the final save of this training run was interrupted; rerun the training "
+            f"command to finish it (it redoes the save from the last checkpoint), or use {path}/checkpoint-N"
+        )
+    adapter = (directory / "adapter_config.json").exists()
+    config = directory / ("adapter_config.json" if adapter else "config.json")
+    if not config.is_file():
+        raise ModelError(f"{what} {path}: no config.json (not a model checkpoint dir)")
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        if not isinstance(settings, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{what} {path}: {config.name} is unreadable ({error})") from None
+    model_type = settings.get("model_type")
+    if not adapter and "auto_map" not in settings and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(f"{what} {path}: not a causal LM checkpoint (model_type {model_type!r})")
+    for weights in _weight_files(directory, what, adapter):
+        check_weights_file(weights, what)
+    if not any((directory / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        raise ModelError(f"{what} {path}: no tokenizer.json (nor another tokenizer vocabulary file)")
     return directory
+
+
+def _weight_files(directory: Path, what: str, adapter: bool) -> list[Path]:
+    stem = "adapter_model" if adapter else "model"
+    index = directory / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+            raise ModelError(f"{what} {directory}: {index.name} is unreadable ({error})") from None
+        return [directory / shard for shard in shards]
+    for name in (f"{stem}.safetensors", f"{stem}.bin", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return [directory / name]
+    raise ModelError(f"{what} {directory}: no weights file ({stem}.safetensors)")
+
+
+def check_weights_file(path: Path, what: str = "--model") -> None:
+    """ModelError naming a weights file that is missing, empty, or (safetensors) whose header or size
+    does not add up: a file cut short by a kill or a full disk."""
+    if not path.is_file():
+        raise ModelError(f"{what}: {path} is missing")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"{what}: {path} is empty (0 bytes)")
+    if path.suffix != ".safetensors":
+        return
+    # safetensors: 8-byte little-endian header length, a JSON header whose tensors' data_offsets end at
+    # the buffer's size, then the buffer
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else None
+        if length is None or 8 + length > size:
+            raise ModelError(f"{what}: {path} is truncated ({size} bytes, shorter than its own header)")
+        try:
+            header = json.loads(handle.read(length))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+            raise ModelError(
+                f"{what}: {path} is corrupt (its header is not a safetensors header: {error})"
+            ) from None
+    if 8 + length + end != size:
+        state = "truncated" if 8 + length + end > size else "corrupt"
+        raise ModelError(
+            f"{what}: {path} is {state} ({size} bytes on disk, its header says {8 + length + end})"
+        )
 
 
 def load_tokenizer(path: str):
     """The checkpoint's tokenizer; one without a pad token pads with its EOS token (and says so)."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(
+            f"--model {path}: the tokenizer does not load ({str(error).splitlines()[0]})"
+        ) from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelError(f"--model {path}: the tokenizer has neither a pad nor an EOS token")

@@ -28,6 +28,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from probe import store
 from probe.compare import compare_pair
+from probe.files import check_output_dir
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem, k_ladder, pass_at_k, summarize
 from probe.store import ProbeResult
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.output_dir if args.output_dir is not None else Path(args.run) / "plots")
     written = plot_run(args.run, args.output_dir, args.ppl)
     for path in written:
         print(f"wrote {path}")

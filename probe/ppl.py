@@ -25,6 +25,7 @@ import torch
 
 from probe.cli import ConfigError, parse
 from probe.config import SAMPLING_KEYS
+from probe.files import check_output_dir
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem
 from probe.models import encode_prompt, load_model
 from probe.store import load_problems, write_ppl
@@ -53,8 +54,16 @@ def read_traces(path: str) -> list[dict]:
     """The jsonl lines; ConfigError names the line that is malformed."""
     if not Path(path).is_file():
         raise ConfigError(f"PplArguments.traces: {path!r} is not a file")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})"
+        ) from None
     traces = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -63,6 +72,11 @@ def read_traces(path: str) -> list[dict]:
             raise ConfigError(f"{path}:{number}: not JSON ({error})") from None
         if not isinstance(item, dict) or not isinstance(item.get("trace"), str) or "problem_id" not in item:
             raise ConfigError(f'{path}:{number}: need {{"problem_id": ..., "trace": str}}')
+        for key in ("problem_id", "prompt"):
+            if key in item and not isinstance(item[key], str):
+                raise ConfigError(
+                    f"{path}:{number}: {key} must be a string, got {item[key]!r} ({type(item[key]).__name__})"
+                )
         traces.append(item)
     if not traces:
         raise ConfigError(f"PplArguments.traces: {path} holds no traces")
@@ -94,7 +108,8 @@ def trace_nll(
 
 
 def support_class_by_problem(ref_dir: str, cand_dir: str) -> dict[str, str]:
-    """problem_id -> P | E | S | O from two probe dirs (solved = c >= 1), on their common problems."""
+    """problem_id -> P | E | S | O from two probe dirs (solved = c >= 1), on their common problems; a
+    dir without a readable problems.parquet is refused (ProbeDirError)."""
     return classes_by_problem(load_problems(ref_dir), load_problems(cand_dir))
 
 
@@ -133,33 +148,88 @@ def main(task_config, args: PplArguments) -> dict:
         raise ConfigError(f"PplArguments.compare: need REF_PROBE_DIR CAND_PROBE_DIR, got {args.compare}")
     if args.batch_size < 1:
         raise ConfigError(f"PplArguments.batch_size must be >= 1, got {args.batch_size}")
+    check_output_dir(args.output_dir)
     traces = read_traces(args.traces)
     classes = support_class_by_problem(*args.compare) if args.compare else None
     # --- prompts
     prompts = _prompts(task_config, traces)
     # --- model
     model, tokenizer = load_model(args.model, args.dtype, args.device)
-    # --- score
-    pairs = []
+    # --- tokens: what cannot be scored faithfully is counted, never passed over in silence
+    pairs, counters = [], {}
     for item in traces:
+        index = counters[item["problem_id"]] = counters.get(item["problem_id"], -1) + 1
         prompt_ids = encode_prompt(tokenizer, prompts[item["problem_id"]], task_config.prompt_format)
-        pairs.append((prompt_ids, tokenizer(item["trace"], add_special_tokens=False)["input_ids"]))
-    empty = [i for i, (_, trace) in enumerate(pairs) if not trace]
+        pairs.append((index, prompt_ids, tokenizer(item["trace"], add_special_tokens=False)["input_ids"]))
+    empty = [i for i, (_, _, trace) in enumerate(pairs) if not trace]
     if empty:
         raise ConfigError(f"PplArguments.traces: traces {empty[:5]} have no tokens")
-    rows, counters = [], {}
-    for item, (nll, count) in zip(traces, trace_nll(model, pairs, args.batch_size), strict=True):
-        index = counters[item["problem_id"]] = counters.get(item["problem_id"], -1) + 1
+    warnings, not_scored, scored = token_warnings(traces, pairs, tokenizer, model)
+    if not scored:
+        raise ConfigError(
+            f"PplArguments.traces: every trace is longer than the model's context "
+            f"({warnings['context_length']} positions): nothing to score"
+        )
+    # --- score
+    rows = []
+    nll = trace_nll(model, [(prompt, trace) for _, (_, prompt, trace) in scored], args.batch_size)
+    for (item, (index, _, _)), (total, count) in zip(scored, nll, strict=True):
         rows.append(
             {
-                "problem_id": str(item["problem_id"]),
+                "problem_id": item["problem_id"],
                 "trace_index": index,
-                "ppl": math.exp(nll / count),
+                "ppl": math.exp(total / count),
                 "num_tokens": count,
             }
         )
     # --- save
-    return _save(Path(args.output_dir), rows, summarize_ppl(rows, classes), args)
+    summary = {**summarize_ppl(rows, classes), "warnings": warnings, "not_scored": not_scored}
+    return _save(Path(args.output_dir), rows, summary, args)
+
+
+def token_warnings(traces: list[dict], pairs: list[tuple], tokenizer, model) -> tuple[dict, list, list]:
+    """(counts for ppl_summary.json, the traces left unscored, the (trace, pair) to score).
+
+    A trace holding characters the tokenizer maps to its unknown token is scored (as those tokens) and
+    counted; one that does not fit the model's context (prompt + trace > max_position_embeddings) is
+    not scored: positions the model never saw would measure something else. Both are logged.
+    """
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    context = getattr(model.config, "max_position_embeddings", None)
+    per_trace = [
+        sum(token == unknown for token in trace) if unknown is not None else 0 for _, _, trace in pairs
+    ]
+    scored, not_scored = [], []
+    for item, pair in zip(traces, pairs, strict=True):
+        index, prompt, trace = pair
+        if context is not None and len(prompt) + len(trace) > context:
+            not_scored.append(
+                {"problem_id": item["problem_id"], "trace_index": index, "tokens": len(prompt) + len(trace)}
+            )
+        else:
+            scored.append((item, pair))
+    warnings = {
+        "traces_with_unknown_tokens": sum(count > 0 for count in per_trace),
+        "unknown_tokens": sum(per_trace),
+        "traces_beyond_context": len(not_scored),
+        "context_length": context,
+    }
+    if warnings["unknown_tokens"]:
+        logger.warning(
+            "%d trace(s) hold %d token(s) the tokenizer maps to %s (characters outside its vocabulary): "
+            "scored with those tokens; counted in ppl_summary.json",
+            warnings["traces_with_unknown_tokens"],
+            warnings["unknown_tokens"],
+            tokenizer.unk_token,
+        )
+    if not_scored:
+        logger.warning(
+            "%d trace(s) longer than the model's context (%d positions): not scored; listed in "
+            "ppl_summary.json under not_scored",
+            len(not_scored),
+            context,
+        )
+    return warnings, not_scored, scored
 
 
 def _prompts(task_config, traces: list[dict]) -> dict[str, str]:

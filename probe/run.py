@@ -13,24 +13,28 @@ total (`reasons` in summary.json), in the tasks' vocabulary (probe.tasks.Reason)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from probe import metrics
 from probe.cli import ConfigError, InputError, parse
 from probe.config import NOT_IDENTITY, ProbeConfig
 from probe.distributed import barrier, wait_for
+from probe.files import LockHeld, RunLock
 from probe.models import (
+    check_model_dir,
     encode_prompt,
     eval_mode,
     load_model,
@@ -392,10 +396,26 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
         raise ConfigError("RunArguments.output_dir: required (--output_dir OUT)")
     # --- task
     task = make_task(task_config)
-    problems = task.problems()
-    # --- output dir (refused before anything is loaded or written)
-    identity = run_identity(task, probe_config, str(Path(run_args.model).resolve()) if run_args.model else "")
-    ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
+    try:
+        problems = task.problems()
+        # --- output dir and checkpoint (refused before anything is loaded or written)
+        model_name = str(Path(run_args.model).resolve()) if run_args.model else ""
+        identity = run_identity(task, probe_config, model_name)
+        ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
+        check_model_dir(run_args.model)
+        # --- the output dir is this run's until it ends (rank 0 holds the lock for every rank)
+        with run_lock(run_args.output_dir):
+            summary = _probe_checkpoint(task, problems, probe_config, run_args, identity)
+    finally:
+        task.close()
+    if process_state().is_main_process:
+        print(format_table(summary))
+        print(f"wrote {run_args.output_dir}")
+    return summary
+
+
+def _probe_checkpoint(task, problems, probe_config: ProbeConfig, run_args: RunArguments, identity) -> dict:
+    """Load the checkpoint and probe it into the (locked) output dir."""
     # --- model
     if probe_config.backend == "vllm":
         if process_state().num_processes > 1:
@@ -408,24 +428,38 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
     else:
         model, tokenizer = load_model(run_args.model, probe_config.dtype, probe_config.device)
     # --- probe
+    return probe_model(
+        model,
+        tokenizer,
+        task,
+        problems,
+        probe_config,
+        run_args.output_dir,
+        model_name=identity["model"],
+        overwrite=run_args.overwrite,
+        progress=run_args.progress,
+    )
+
+
+@contextlib.contextmanager
+def run_lock(output_dir) -> Iterator[None]:
+    """The output dir locked for this run: rank 0 takes the lock and every rank learns whether it got it
+    (the lock is the run's, not each rank's); a refusal is LockHeld on every rank."""
+    state = process_state()
+    lock, refusal = RunLock(output_dir), None
+    if state.is_main_process:
+        try:
+            lock.acquire()
+        except LockHeld as error:
+            refusal = str(error)
+    if state.num_processes > 1:
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise LockHeld(refusal)
     try:
-        summary = probe_model(
-            model,
-            tokenizer,
-            task,
-            problems,
-            probe_config,
-            run_args.output_dir,
-            model_name=identity["model"],
-            overwrite=run_args.overwrite,
-            progress=run_args.progress,
-        )
+        yield
     finally:
-        task.close()
-    if process_state().is_main_process:
-        print(format_table(summary))
-        print(f"wrote {run_args.output_dir}")
-    return summary
+        lock.release()
 
 
 def command(argv: Sequence[str]) -> dict:

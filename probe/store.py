@@ -24,6 +24,7 @@ may sit under RUN/ppl/*/.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from probe.cli import InputError
+from probe.files import remove_stale_temporaries, write_atomic
 from probe.metrics import check_record, common_budget
 
 CONFIG = "config.json"
@@ -51,21 +53,16 @@ STEP_PREFIX = "step-"
 RUN_PPL = "ppl"  # RUN/ppl/<name>/ppl.parquet
 PPL_TABLE = "ppl.parquet"
 PPL_SUMMARY = "ppl_summary.json"
+# A training run dir's final model: written into RUN/.final-partial/, then moved into RUN, then listed in
+# RUN/final_model.json (train.checkpoints); checkpoints are complete once checkpoint_complete.json is in.
+FINAL_ASIDE = ".final-partial"
+FINAL_MANIFEST = "final_model.json"
+CHECKPOINT_MANIFEST = "checkpoint_complete.json"
 DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
 
 
 class ProbeDirError(InputError):
     """A probe dir (or run dir) cannot be used as asked; nothing was changed."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def dumps(obj) -> str:
@@ -84,16 +81,27 @@ def write_parquet(path: Path, table: pa.Table) -> None:
 
 
 def read_json_lines(path: Path) -> tuple[list[dict], int]:
-    """(records, byte length of the intact prefix): a torn or unparsable last line is left out."""
+    """(records, byte length of the intact prefix). A torn last line (a kill mid-write: no newline, or
+    not JSON) is left out; a bad line with whole lines after it is refused (ProbeDirError naming it),
+    never cut: the lines after it are finished work."""
     data = path.read_bytes()
     records, good = [], 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break  # torn by a kill mid-write
+    lines = data.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            if not line.endswith(b"\n"):
+                raise ValueError("no newline")
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("problem_id"), str):
+                raise ValueError("not a record with a string problem_id")
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if number == len(lines):
+                break  # torn by a kill mid-write
+            raise ProbeDirError(
+                f"{path}:{number}: not a record ({error}), with {len(lines) - number} line(s) after it; "
+                "the file is damaged: repair or remove that line (nothing was changed)"
+            ) from None
+        records.append(record)
         good += len(line)
     return records, good
 
@@ -129,9 +137,15 @@ class SampleShard:
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
-        self._text.close()
-        self._raw.close()
-        self.tmp.unlink(missing_ok=True)
+        """Drop the partial shard. Closing flushes what is buffered, which fails again on a full disk:
+        the file is removed whatever closing raised."""
+        try:
+            with contextlib.suppress(OSError):
+                self._text.close()
+            with contextlib.suppress(OSError):
+                self._raw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def read_samples(path: Path) -> list[dict]:
@@ -150,13 +164,30 @@ class ProbeStore:
 
     # --- config
 
+    def stored_config(self, overwrite: bool = False) -> dict | None:
+        """config.json of the probe in this dir (None: none yet). An unreadable one is refused, unless
+        `overwrite` (then it counts as another run's)."""
+        path = self.root / CONFIG
+        if not path.exists():
+            return None
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as error:
+            if overwrite:
+                return {}
+            raise ProbeDirError(
+                f"{path}: unreadable ({error}); pass --overwrite to replace this probe dir"
+            ) from None
+        return config
+
     def check_config(self, config: Mapping, overwrite: bool) -> None:
         """Refuse (ProbeDirError) a directory holding a probe with another config, unless overwrite."""
-        path = self.root / CONFIG
         if self.root.exists() and not self.root.is_dir():
             raise ProbeDirError(f"output_dir {self.root} exists and is not a directory")
-        if path.exists():
-            old = json.loads(path.read_text())
+        old = self.stored_config(overwrite)
+        if old is not None:
             if old != json.loads(dumps(config)) and not overwrite:
                 changed = sorted(_diff(old, json.loads(dumps(config))))
                 raise ProbeDirError(
@@ -172,16 +203,18 @@ class ProbeStore:
             )
 
     def start(self, config: Mapping, overwrite: bool) -> None:
-        """Rank 0: clear a replaced run (only when its config differs) and write config.json."""
-        path = self.root / CONFIG
-        same = path.exists() and json.loads(path.read_text()) == json.loads(dumps(config))
+        """Rank 0: clear a replaced run (only when its config differs), remove the temporary files a
+        killed or failed writer left, and write config.json."""
+        same = self.stored_config(overwrite) == json.loads(dumps(config))
         if overwrite and not same:
             self.clear()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / RECORDS).mkdir(exist_ok=True)
         (self.root / SAMPLES).mkdir(exist_ok=True)
+        for directory in (self.root, self.root / SAMPLES):
+            remove_stale_temporaries(directory)
         if not same:
-            write_json(path, config)
+            write_json(self.root / CONFIG, config)
 
     def clear(self) -> None:
         """Remove the files a probe run writes (and nothing else)."""
@@ -288,11 +321,19 @@ def _diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
 def load_problems(probe_dir: str | os.PathLike) -> list[dict]:
     """problems.parquet rows with their JSON columns decoded (the records probe.metrics reads);
     `reasons` (reason -> samples) is absent from probe dirs written before it existed."""
-    rows = pq.read_table(Path(probe_dir) / PROBLEMS).to_pylist()
-    for row in rows:
-        for key in ("fields", "answers", "reasons"):
-            if key in row:
-                row[key] = json.loads(row[key])
+    path = Path(probe_dir) / PROBLEMS
+    if not path.is_file():
+        raise ProbeDirError(
+            f"{probe_dir}: no {PROBLEMS} (expected a probe dir written by `python -m probe run`)"
+        )
+    try:
+        rows = pq.read_table(path).to_pylist()
+        for row in rows:
+            for key in ("fields", "answers", "reasons"):
+                if key in row:
+                    row[key] = json.loads(row[key])
+    except (OSError, ValueError, TypeError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ProbeDirError(f"{path}: cannot read it ({error})") from None
     return rows
 
 
@@ -337,10 +378,14 @@ def load_probe(path: str | os.PathLike, label: str | None = None, step: int | No
     if not (path / PROBLEMS).is_file():
         raise ProbeDirError(f"{path}: {SUMMARY} present but {PROBLEMS} missing")
     try:
-        summary = json.loads((path / SUMMARY).read_text())
+        summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ProbeDirError(f"{path}/{SUMMARY}: cannot read it ({error})") from None
+    _check_summary(path / SUMMARY, summary)
+    try:
         rows = load_problems(path)
-    except (json.JSONDecodeError, KeyError, OSError, TypeError, ValueError) as error:
-        raise ProbeDirError(f"{path}: cannot read {SUMMARY} / {PROBLEMS}: {error}") from error
+    except (KeyError, OSError, TypeError, ValueError) as error:
+        raise ProbeDirError(f"{path}/{PROBLEMS}: cannot read it ({error})") from None
     if not rows:
         raise ProbeDirError(f"{path}: {PROBLEMS} holds no problems")
     missing = {"problem_id", "n", "c", "answers", "token_entropy"} - set(rows[0])
@@ -353,6 +398,33 @@ def load_probe(path: str | os.PathLike, label: str | None = None, step: int | No
     except ValueError as error:
         raise ProbeDirError(f"{path}/{PROBLEMS}: {error}") from error
     return ProbeResult(path=path, label=label or path.name, summary=summary, records=rows, step=step)
+
+
+# What readers take from summary.json, by type (every key optional: older dirs lack some).
+SUMMARY_TYPES = {"task": str, "model": str, "temperature": (int, float), "top_p": (int, float), "n": int,
+                 "metrics": dict, "config": dict}  # fmt: skip
+
+
+def _check_summary(path: Path, summary) -> None:
+    """ProbeDirError naming the first key of summary.json that a reader could not use."""
+    if not isinstance(summary, dict):
+        raise ProbeDirError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ProbeDirError(f"{path}: {key} is {value!r}, not {_type_names(types)}")
+    probe = (summary.get("config") or {}).get("probe")
+    if probe is not None and not isinstance(probe, dict):
+        raise ProbeDirError(f"{path}: config.probe is {probe!r}, not a JSON object")
+    zeta = (probe or {}).get("zeta")
+    number = isinstance(zeta, (int, float)) and not isinstance(zeta, bool)
+    if zeta is not None and not (number and 0 < zeta < 1):
+        raise ProbeDirError(f"{path}: config.probe.zeta is {zeta!r}, not a number in (0, 1)")
+
+
+def _type_names(types) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", dict: "a JSON object"}
+    return " or ".join(names[t] for t in (types if isinstance(types, tuple) else (types,)))
 
 
 # --- a training run's probe points

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probe.cli import ConfigError, parse
+from probe.cli import ConfigError, parse, read_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -20,6 +20,11 @@ def _recipes(kind: str) -> list[Path]:
 def test_every_recipe_directory_has_recipes():
     for kind in ("accelerate", "base", "probe", "train"):
         assert _recipes(kind), f"configs/{kind}/ holds no recipe"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_recipe_repeats_a_key(path):
+    read_recipe(str(path))  # the reader every command uses refuses a repeated key, naming it
 
 
 @pytest.mark.parametrize("path", _recipes("probe"), ids=lambda p: p.name)

@@ -102,6 +102,12 @@ def corrupt_records_line(inputs: Inputs) -> list[str]:
     return args
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """argv less `option` and its value (the command line would override the recipe's value)."""
+    at = argv.index(option)
+    return argv[:at] + argv[at + 2 :]
+
+
 def file_as(inputs: Inputs, name: str) -> Path:
     return inputs.write(name, "not a directory\n")
 
@@ -144,7 +150,8 @@ ROWS = [
     Row("train-num-problems-many", "train", lambda i: i.train("--train_task", '{"num_problems": "many"}'),
         ("train_task.num_problems", "many")),
     Row("train-num-problems-many-in-recipe", "train",
-        lambda i: i.train(recipe=i.write("r.yaml", "train_task:\n  num_problems: many\n")),
+        lambda i: without_option(i.train(recipe=i.write("r.yaml", "train_task:\n  num_problems: many\n")),
+                                 "--train_task"),
         ("train_task.num_problems", "many")),
     Row("compare-summary-a-list", "probe", lambda i: summary_of_wrong_shape(i, [1, 2]), ("summary.json",)),
     Row("compare-summary-config-a-string", "probe",
