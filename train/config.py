@@ -18,8 +18,10 @@ from pathlib import Path
 from transformers.utils import is_torch_bf16_gpu_available
 from trl import GRPOConfig, ModelConfig
 
-from probe.cli import ConfigError, parse
+from probe.cli import ConfigError, check_types, parse
 from probe.config import ProbeConfig
+from probe.files import check_output_dir
+from probe.models import check_model_dir
 from probe.tasks import TaskConfig
 
 # "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
@@ -145,20 +147,22 @@ def load_probe_recipe(path: str):
 
 
 def train_task_config(config: LeashGRPOConfig):
-    """probe.tasks.TaskConfig from `train_task`; an unknown key is named."""
+    """probe.tasks.TaskConfig from `train_task`; an unknown key, or a value of the wrong type, is named
+    (`train_task.num_problems: expected int, got 'many'`)."""
     known = set(TaskConfig.__dataclass_fields__)
     unknown = sorted(set(config.train_task) - known)
     if unknown:
         raise ConfigError(f"train_task: unknown key(s) {unknown}; known: {sorted(known)}")
-    return TaskConfig(**config.train_task)
+    task_config = TaskConfig(**config.train_task)
+    check_types(task_config, "train_task")
+    return task_config
 
 
 def check_base_model(name_or_path: str | None) -> None:
     if not name_or_path:
         raise ConfigError("model_name_or_path: not set (a base model dir or a Hub id)")
     if os.path.isdir(name_or_path):
-        if not (Path(name_or_path) / "config.json").is_file():
-            raise ConfigError(f"model_name_or_path: {name_or_path} holds no config.json (not a model dir)")
+        check_model_dir(name_or_path, "model_name_or_path")  # config, weights and tokenizer files whole
         return
     first = name_or_path.split("/")[0]
     if _HUB_ID.match(name_or_path) and not os.path.exists(first):
@@ -202,6 +206,7 @@ def check_vllm_probes(config: LeashGRPOConfig, probe_config) -> None:
 
 def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
     """Refuse a recipe that cannot work, before any model is loaded (overlap is checked in train.data)."""
+    check_output_dir(config.output_dir, "output_dir")
     check_base_model(model_args.model_name_or_path)
     if model_args.dtype not in (None, *DTYPES):
         raise ConfigError(f"dtype: {model_args.dtype!r} is not one of {DTYPES}")

@@ -1,7 +1,8 @@
 """`accelerate launch -m train --config configs/train/countdown_tiny.yaml [--output_dir RUN] [--beta ...]`
 
 RLVR with TRL's GRPOTrainer on a task's problems, probing its own checkpoints on the step axis.
-Restarting the same command resumes from the latest RUN/checkpoint-*.
+Restarting the same command resumes from the latest complete RUN/checkpoint-* (train.checkpoints); one
+process (or launch) at a time: RUN is locked while it runs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from pathlib import Path
 import transformers
 from accelerate import PartialState
 from transformers import AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from probe.cli import RunFailed, parse, run_command
 from probe.distributed import barrier
+from probe.run import run_lock
 from probe.tasks import make_task
 from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
+from train.checkpoints import (
+    final_from_checkpoint,
+    final_is_complete,
+    last_complete_checkpoint,
+    save_final,
+    set_aside_incomplete,
+)
 from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
 from train.data import check_no_overlap, problems_dataset, without_probe_problems
 from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
@@ -45,7 +53,7 @@ def checkpoint_step(checkpoint: str | None) -> int:
 
 
 def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer | None:
-    """Train; returns the trainer (None when a resumed run had nothing left to do)."""
+    """Train; returns the trainer (None when a resumed run had no step left to train)."""
     # --- config (every refusal happens here, before a model is loaded)
     validate(config, model_args)
     config.model_init_kwargs = model_init_kwargs(config, model_args)
@@ -64,11 +72,54 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(config.get_process_log_level())
     state = PartialState()
-    if state.is_main_process:  # writes RUN/wandb_run_id once; the other ranks read it
-        prepare_wandb_env(run_dir, config.wandb_project)
-    barrier("wandb run id written", config.ddp_timeout)
-    prepare_wandb_env(run_dir, config.wandb_project)
 
+    # --- the run dir is this run's until it ends (rank 0 holds the lock for every rank); what a kill
+    # left half-written is set aside, and the run resumes from the last complete checkpoint
+    with run_lock(run_dir):
+        if state.is_main_process:  # writes RUN/wandb_run_id once; the other ranks read it
+            prepare_wandb_env(run_dir, config.wandb_project)
+            set_aside_incomplete(run_dir)
+        barrier("wandb run id written, incomplete checkpoints set aside", config.ddp_timeout)
+        prepare_wandb_env(run_dir, config.wandb_project)
+        last = last_complete_checkpoint(run_dir)
+        start = checkpoint_step(last)
+        if last is not None and 0 < config.max_steps <= start:
+            if final_is_complete(run_dir, start):
+                logger.warning(
+                    "%s is at step %d of max_steps %d: nothing left to do", run_dir, start, config.max_steps
+                )
+            else:
+                logger.warning(
+                    "%s: the final model of step %d is incomplete (the run died while saving it): saved "
+                    "again from %s",
+                    run_dir,
+                    start,
+                    last,
+                )
+                if state.is_main_process:
+                    final_from_checkpoint(Path(last), run_dir, start)
+                barrier("final model saved again", config.ddp_timeout)
+            return None
+        trainer = build_trainer(config, model_args, train_task, probe_task, probe_config)
+        logger.info("process %d of %d (%s)", state.process_index, state.num_processes, parallelism(trainer))
+
+        # --- train, resuming from the last complete checkpoint of this run
+        if last is not None:
+            logger.info("resuming %s from %s (step %d)", run_dir, last, start)
+        trainer.train(resume_from_checkpoint=last)
+        if trainer.stop_reason:
+            raise RunFailed(trainer.stop_reason)
+        if trainer.state.global_step == start and start < config.max_steps:
+            logger.warning("%s: no training step was left to run (step %d)", run_dir, start)
+
+        # --- save: RUN/.final-partial, then renamed into RUN, then final_model.json
+        save_final(trainer, run_dir)
+        logger.info("done: %d steps, model saved to %s", trainer.state.global_step, run_dir)
+    return trainer
+
+
+def build_trainer(config, model_args, train_task, probe_task, probe_config) -> LeashGRPOTrainer:
+    """Data, tokenizer, rewards, the trainer and its callbacks."""
     # --- data
     train_problems = train_task.problems()
     probe_problems = probe_task.problems() if probe_task is not None else []
@@ -102,7 +153,6 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    logger.info("process %d of %d (%s)", state.process_index, state.num_processes, parallelism(trainer))
     use_leash_wandb_callback(trainer)
     trainer.add_callback(NaNGuardCallback(trainer))
     if config.ref_reset_steps:
@@ -111,27 +161,6 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
         trainer.add_callback(
             ProbeCallback(trainer, probe_task, probe_problems, probe_config, model_args.model_name_or_path)
         )
-
-    # --- train, resuming from the latest checkpoint of this run
-    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-    start = checkpoint_step(last)
-    if last is not None and 0 < config.max_steps <= start:
-        logger.warning(
-            "%s is at step %d of max_steps %d: nothing left to do", run_dir, start, config.max_steps
-        )
-        return None
-    if last is not None:
-        logger.info("resuming %s from %s (step %d)", run_dir, last, start)
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.stop_reason:
-        raise RunFailed(trainer.stop_reason)
-    if trainer.state.global_step == start:
-        logger.warning("%s: no training step was left to run (step %d)", run_dir, start)
-
-    # --- save: a plain HF model dir (LoRA: the adapter, naming its base in adapter_config.json)
-    trainer.save_model(str(run_dir))
-    trainer.save_state()  # RUN/trainer_state.json: the whole log history, train_runtime included
-    logger.info("done: %d steps, model saved to %s", trainer.state.global_step, run_dir)
     return trainer
 
 

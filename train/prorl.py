@@ -13,17 +13,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import GRPOTrainer
 from trl.distributed import DistributedBackend
 from trl.trainer.callbacks import SyncRefModelCallback
 
-REFERENCE_FILE = "reference_model.safetensors"  # in a checkpoint dir, once the reference has moved
+from probe.distributed import barrier
+from train.checkpoints import REFERENCE_FILE, mark_checkpoint_complete
 
 # Per-row tensors of a scored batch: how each is padded when rows of two batches are combined.
 LEFT_PADDED = ("prompt_ids", "prompt_mask")
@@ -111,7 +114,31 @@ class LeashGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.pending_logs: dict[str, float] = {}  # joined into the next log row (probe metrics, reset events)
         self.stop_reason: str | None = None  # set when the run must stop without saving (NaN)
+        # what callbacks save into each checkpoint dir before it is marked complete: f(checkpoint dir)
+        self.checkpoint_writers: list[Callable[[Path], None]] = []
         self._last_rewards_per_func: torch.Tensor | None = None
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # why: a checkpoint counts only once leash's manifest, written after every rank's files and the
+        # callbacks' own, says so (train.checkpoints); older ones are rotated away only after that.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = Path(self._get_output_dir(trial=trial))
+        checkpoint = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        for write in self.checkpoint_writers:
+            write(checkpoint)
+        barrier(f"{checkpoint.name} written", self.args.ddp_timeout)
+        if self.args.should_save:
+            mark_checkpoint_complete(checkpoint, self.state.global_step)
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # why: callbacks' values must land in the trainer's own row at this step, not in a second row.
@@ -197,7 +224,8 @@ def reset_reference(trainer: LeashGRPOTrainer, reset_optimizer: bool) -> None:
 
 
 class ReferenceResetCallback(TrainerCallback):
-    """Hard reference reset every `ref_reset_steps`; the moved reference is saved in each checkpoint.
+    """Hard reference reset every `ref_reset_steps`; the moved reference is saved in each checkpoint,
+    before the checkpoint is marked complete (a checkpoint writer of the trainer).
 
     Under ZeRO-3 each rank holds only its partition of the reference (empty tensors outside a gather),
     so saving and loading gather it: every rank enters, rank 0 reads or writes the file.
@@ -207,6 +235,7 @@ class ReferenceResetCallback(TrainerCallback):
         if trainer.ref_model is None:
             raise ValueError("reference resets need a reference model (beta > 0, full fine-tuning)")
         self.trainer = trainer
+        trainer.checkpoint_writers.append(self.save_reference)
 
     def reference(self) -> torch.nn.Module:
         return self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
@@ -234,10 +263,11 @@ class ReferenceResetCallback(TrainerCallback):
         self.trainer.pending_logs["prorl/ref_reset"] = 1.0
         control.should_log = True
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step < args.ref_reset_steps:
+    def save_reference(self, checkpoint: Path) -> None:
+        """Every rank enters (the ZeRO-3 gather); rank 0 writes."""
+        state = self.trainer.state
+        if state.global_step < self.trainer.args.ref_reset_steps:
             return  # the reference is still the base model, which resume reloads from model_name_or_path
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         reference = self.reference()
         with DistributedBackend(self.trainer.accelerator).gather_params(list(reference.parameters())):
             if state.is_world_process_zero:
