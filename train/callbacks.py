@@ -23,19 +23,21 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.integrations import WandbCallback
 from transformers.integrations import deepspeed as hf_deepspeed
 from transformers.integrations.integration_utils import rewrite_logs
-from transformers.trainer_utils import get_last_checkpoint
 from trl.models import unwrap_model_for_generation
 
 from probe.distributed import barrier
+from probe.files import write_atomic
 from probe.metrics import summarize, versus_reference
 from probe.plots import plot_run
 from probe.run import probe_model
 from probe.store import is_finished, load_probe, probe_dir
+from train.checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
 OWN_NAMESPACES = ("probe/", "prorl/")  # kept as they are in W&B (HF would prefix "train/")
 RUN_ID_FILE = "wandb_run_id"
+SUPERSEDED_DIR = "wandb-superseded"  # WANDB_DIR/wandb-superseded/: a resumed run's earlier offline dirs
 
 
 @contextlib.contextmanager
@@ -202,7 +204,7 @@ class NaNGuardCallback(TrainerCallback):
             return
         kinds = " and ".join(k for bit, k in enumerate(self.KINDS) if any(f >> bit & 1 for f in every_rank))
         ranks = [rank for rank, f in enumerate(every_rank) if f]
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        last = last_complete_checkpoint(Path(args.output_dir))
         self.trainer.stop_reason = (
             f"non-finite {kinds} at step {state.global_step} on rank(s) {ranks}: run stopped, nothing saved "
             f"from this step; last good checkpoint: {last or 'none (the base model)'}"
@@ -222,19 +224,60 @@ class LeashWandbCallback(WandbCallback):
         "total_flos",
     )
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        super().on_train_begin(args, state, control, model=model, **kwargs)
+        if (
+            state.global_step > 0
+            and self._wandb is not None
+            and self._initialized
+            and state.is_world_process_zero
+        ):
+            self.continue_offline_run(state)
+
+    def continue_offline_run(self, state) -> None:
+        """A resumed offline run: one offline dir per run. W&B starts a new offline dir whose `_step`
+        restarts at 0 on every restart, and `wandb sync` uploads a run's dirs one after the other, rows as
+        stored: the rows a dead session logged after its last checkpoint would be there twice, and those
+        wandb-core had not flushed at a kill -9 not at all. So the history up to the checkpoint is logged
+        again from the checkpoint's own trainer_state.json, and the run's earlier offline dirs are moved
+        to WANDB_DIR/wandb-superseded/ (kept, no longer synced by `wandb sync RUN/wandb/offline-run-*`)."""
+        run = self._wandb.run
+        if not run.offline:
+            return  # online, the server holds what was streamed; nothing to merge here
+        for row in state.log_history:  # the checkpoint's rows, steps 0..global_step, in logging order
+            self.log_row({k: v for k, v in row.items() if k != "step"}, row["step"])
+        current = Path(run.sync_dir)  # WANDB_DIR/wandb/offline-run-<time>-<id>
+        superseded = current.parent.parent / SUPERSEDED_DIR
+        earlier = [p for p in sorted(current.parent.glob(f"offline-run-*-{run.id}")) if p != current]
+        for path in earlier:
+            superseded.mkdir(exist_ok=True)
+            path.rename(superseded / path.name)
+        logger.info(
+            "W&B offline run %s: %d rows up to step %d logged again from the checkpoint; %d earlier offline "
+            "dir(s) moved to %s",
+            run.id,
+            len(state.log_history),
+            state.global_step,
+            len(earlier),
+            superseded,
+        )
+
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-        # why: HF prefixes every key with "train/"; the metric spec names the W&B keys probe/..., prorl/...
         if self._wandb is None:
             return
         if not self._initialized:
             self.setup(args, state, model)
         if not state.is_world_process_zero:
             return
+        self.log_row(logs, state.global_step)
+
+    def log_row(self, logs: dict, step: int) -> None:
+        # why: HF prefixes every key with "train/"; the metric spec names the W&B keys probe/..., prorl/...
         for key in set(self.SUMMARY_ONLY) & set(logs):
             self._wandb.run.summary[key] = logs[key]
         ours = {k: v for k, v in logs.items() if k.startswith(OWN_NAMESPACES)}
         rest = {k: v for k, v in logs.items() if k not in ours and k not in self.SUMMARY_ONLY}
-        self._wandb.log({**rewrite_logs(rest), **ours, "train/global_step": state.global_step})
+        self._wandb.log({**rewrite_logs(rest), **ours, "train/global_step": step})
 
     def on_train_end(self, args, state, control, **kwargs):
         super().on_train_end(args, state, control, **kwargs)
@@ -260,8 +303,8 @@ def prepare_wandb_env(run_dir: Path, project: str) -> None:
     run continues the same W&B run. Values already in the environment win."""
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / RUN_ID_FILE
-    if not id_file.is_file():
-        id_file.write_text(uuid.uuid4().hex[:8] + "\n")
+    if not id_file.is_file():  # atomic: a kill cannot leave an empty id (a run split across W&B runs)
+        write_atomic(id_file, (uuid.uuid4().hex[:8] + "\n").encode())
     os.environ.setdefault("WANDB_DIR", str(run_dir.resolve()))
     os.environ.setdefault("WANDB_PROJECT", project)
     os.environ.setdefault("WANDB_RUN_ID", id_file.read_text().strip())

@@ -4,6 +4,7 @@ and the W&B callback keeps leash's namespaces."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerControl, TrainerState
@@ -86,20 +87,17 @@ def test_wandb_goes_offline_under_run_and_keeps_the_run_id(tmp_path, monkeypatch
     assert os.environ["WANDB_RUN_ID"] == first
 
 
-def test_wandb_keys_keep_leash_namespaces_and_prefix_the_rest(tmp_path):
-    logged = []
-
-    class FakeRun:
-        summary: dict = {}
-
-    class FakeWandb:
-        run = FakeRun()
-
-        def log(self, row):
-            logged.append(row)
-
+def wandb_callback(**run) -> tuple[LeashWandbCallback, list[dict], SimpleNamespace]:
+    """LeashWandbCallback on a stand-in for the wandb module: (callback, rows logged, the run)."""
+    logged: list[dict] = []
+    fake_run = SimpleNamespace(summary={}, **run)
     callback = LeashWandbCallback()
-    callback._wandb, callback._initialized = FakeWandb(), True
+    callback._wandb, callback._initialized = SimpleNamespace(run=fake_run, log=logged.append), True
+    return callback, logged, fake_run
+
+
+def test_wandb_keys_keep_leash_namespaces_and_prefix_the_rest(tmp_path):
+    callback, logged, run = wandb_callback()
     state = TrainerState()
     state.global_step, state.is_world_process_zero = 7, True
     logs = {"loss": 0.5, "probe/pass@1": 0.25, "prorl/ref_reset": 1.0, "train_runtime": 3.0}
@@ -107,4 +105,27 @@ def test_wandb_keys_keep_leash_namespaces_and_prefix_the_rest(tmp_path):
     assert logged == [
         {"train/loss": 0.5, "probe/pass@1": 0.25, "prorl/ref_reset": 1.0, "train/global_step": 7}
     ]
-    assert FakeRun.summary == {"train_runtime": 3.0}
+    assert run.summary == {"train_runtime": 3.0}
+
+
+def test_a_resumed_offline_run_logs_the_checkpoints_history_again_and_supersedes_its_earlier_dirs(tmp_path):
+    wandb_dir = tmp_path / "wandb"
+    for name in ("offline-run-20260101_000000-abc", "offline-run-20260102_000000-abc", "offline-run-1-other"):
+        (wandb_dir / name).mkdir(parents=True)
+    current = wandb_dir / "offline-run-20260103_000000-abc"
+    current.mkdir()
+    callback, logged, _ = wandb_callback(offline=True, id="abc", sync_dir=str(current))
+    state = TrainerState()
+    state.global_step, state.is_world_process_zero = 2, True
+    state.log_history = [{"probe/pass@1": 0.1, "step": 0}, {"loss": 0.5, "step": 1}, {"loss": 0.4, "step": 2}]
+    callback.continue_offline_run(state)
+    assert logged == [
+        {"probe/pass@1": 0.1, "train/global_step": 0},
+        {"train/loss": 0.5, "train/global_step": 1},
+        {"train/loss": 0.4, "train/global_step": 2},
+    ]
+    assert sorted(p.name for p in (tmp_path / "wandb-superseded").iterdir()) == [
+        "offline-run-20260101_000000-abc",
+        "offline-run-20260102_000000-abc",
+    ]
+    assert sorted(p.name for p in wandb_dir.iterdir()) == ["offline-run-1-other", current.name]
