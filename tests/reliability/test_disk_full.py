@@ -79,7 +79,7 @@ def model(tmp_path_factory) -> Path:
 
 def probe_args(model: Path, recipe: Path, out: Path) -> list[str]:
     return ["run", "--config", str(recipe), "--model", str(model), "--output_dir", str(out),
-            "--n", "48", "--num_problems", "8", "--batch_size", "8", "--max_new_tokens", "8",
+            "--n", "16", "--num_problems", "6", "--batch_size", "8", "--max_new_tokens", "8",
             "--progress", "false"]  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def test_a_disk_full_at_the_final_merge_leaves_no_temporary_file(
     assert probe_cli(probe_args(model, tiny_probe_recipe, out)) == 1
     monkeypatch.undo()
     assert_failed_cleanly(capsys.readouterr().err, out)
-    assert len((out / "records" / "rank-00000.jsonl").read_bytes().splitlines()) == 8  # all finished
+    assert len((out / "records" / "rank-00000.jsonl").read_bytes().splitlines()) == 6  # all finished
     assert probe_cli(probe_args(model, tiny_probe_recipe, out)) == 0
     assert_same_probe(out, whole)
 
