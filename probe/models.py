@@ -26,8 +26,9 @@ from probe.store import FINAL_ASIDE, FINAL_MANIFEST
 
 logger = logging.getLogger(__name__)
 
-# Files any of which gives a tokenizer its vocabulary (fast tokenizers: tokenizer.json).
-TOKENIZER_VOCABULARIES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+# Files any of which gives a tokenizer its vocabulary (fast tokenizers: tokenizer.json; sentencepiece:
+# *.model; BPE/WordPiece: vocab.*, merges.txt; tiktoken: *.tiktoken).
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "*.model", "vocab.*", "merges.txt", "*.tiktoken")
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -76,7 +77,7 @@ def check_model_dir(path: str, what: str = "--model") -> Path:
         raise ModelError(f"{what} {path}: not a causal LM checkpoint (model_type {model_type!r})")
     for weights in _weight_files(directory, what, adapter):
         check_weights_file(weights, what)
-    if not any((directory / name).is_file() for name in TOKENIZER_VOCABULARIES):
+    if not any(found.is_file() for pattern in TOKENIZER_VOCABULARIES for found in directory.glob(pattern)):
         raise ModelError(f"{what} {path}: no tokenizer.json (nor another tokenizer vocabulary file)")
     return directory
 
