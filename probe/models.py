@@ -171,6 +171,19 @@ def checkpoint_dtype(model_path: str | Path) -> str:
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
+def require_vllm():
+    """vllm's LLM class, or a ConfigError saying how to install it (checked before a probe takes its dir)."""
+    try:
+        # why: vllm is an optional, heavy dependency
+        from vllm import LLM
+    except ImportError:
+        raise ConfigError(
+            "ProbeConfig.backend vllm needs the vllm package: pip install 'leash[vllm]' (CUDA GPUs), "
+            "or `make vllm-setup` and .venv-vllm/bin/python (CPU)"
+        ) from None
+    return LLM
+
+
 def make_vllm_engine(
     model_path: str,
     *,
@@ -185,14 +198,7 @@ def make_vllm_engine(
     dtype "auto" is the checkpoint's own dtype, as transformers loads it (vLLM's own "auto" would
     turn a float32 checkpoint into bfloat16).
     """
-    try:
-        # why: vllm is an optional, heavy dependency
-        from vllm import LLM
-    except ImportError:
-        raise ConfigError(
-            "ProbeConfig.backend vllm needs the vllm package: pip install 'leash[vllm]' (CUDA GPUs), "
-            "or `make vllm-setup` and .venv-vllm/bin/python (CPU)"
-        ) from None
+    LLM = require_vllm()
     return LLM(
         model=model_path,
         seed=seed,

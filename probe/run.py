@@ -40,6 +40,7 @@ from probe.models import (
     load_model,
     load_vllm,
     process_state,
+    require_vllm,
 )
 from probe.sampling import HFSampler, Job, SampleChunk, Sampler, VLLMSampler, problem_seed
 from probe.store import ProbeStore
@@ -394,6 +395,14 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
         torch.set_num_threads(probe_config.num_threads)
     if not run_args.output_dir:
         raise ConfigError("RunArguments.output_dir: required (--output_dir OUT)")
+    if probe_config.backend == "vllm":
+        if process_state().num_processes > 1:
+            raise ConfigError(
+                "ProbeConfig.backend vllm: run `python -m probe run` as one process, not under a launcher "
+                "with several (each process's engine would take the same GPU; one engine batches the "
+                "whole probe set itself)"
+            )
+        require_vllm()
     # --- task
     task = make_task(task_config)
     try:
@@ -418,12 +427,6 @@ def _probe_checkpoint(task, problems, probe_config: ProbeConfig, run_args: RunAr
     """Load the checkpoint and probe it into the (locked) output dir."""
     # --- model
     if probe_config.backend == "vllm":
-        if process_state().num_processes > 1:
-            raise ConfigError(
-                "ProbeConfig.backend vllm: run `python -m probe run` as one process, not under a launcher "
-                "with several (each process's engine would take the same GPU; one engine batches the "
-                "whole probe set itself)"
-            )
         model, tokenizer = load_vllm(run_args.model, probe_config)
     else:
         model, tokenizer = load_model(run_args.model, probe_config.dtype, probe_config.device)
