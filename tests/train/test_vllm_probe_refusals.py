@@ -22,10 +22,7 @@ def vllm_probe_recipe(tmp_path) -> Path:
     return path
 
 
-def _configs(tmp_path, probe_recipe, *extra) -> tuple[LeashGRPOConfig, ModelConfig]:
-    model = tmp_path / "model"
-    model.mkdir(exist_ok=True)
-    (model / "config.json").write_text("{}")
+def _configs(model, tmp_path, probe_recipe, *extra) -> tuple[LeashGRPOConfig, ModelConfig]:
     args = [
         "--config",
         str(RECIPE),
@@ -49,17 +46,21 @@ COLOCATE = ("--use_vllm", "true", "--vllm_mode", "colocate")
     ],
     ids=["not-colocated", "sleep-mode", "tensor-parallel"],
 )
-def test_vllm_probes_with_an_engine_they_cannot_use_are_refused(tmp_path, vllm_probe_recipe, extra, message):
+def test_vllm_probes_with_an_engine_they_cannot_use_are_refused(
+    tiny_random_model, tmp_path, vllm_probe_recipe, extra, message
+):
     with pytest.raises(ConfigError, match=message):
-        validate(*_configs(tmp_path, vllm_probe_recipe, *extra))
+        validate(*_configs(tiny_random_model, tmp_path, vllm_probe_recipe, *extra))
 
 
-def test_more_logprobs_than_the_trainers_engine_returns_are_refused(tmp_path, vllm_probe_recipe):
+def test_more_logprobs_than_the_trainers_engine_returns_are_refused(
+    tiny_random_model, tmp_path, vllm_probe_recipe
+):
     recipe = vllm_probe_recipe.with_name("probe_vllm_40.yaml")
     recipe.write_text(vllm_probe_recipe.read_text() + "vllm_num_logprobs: 40\n")
     with pytest.raises(ConfigError, match="vllm_num_logprobs = 40"):
-        validate(*_configs(tmp_path, recipe, *COLOCATE))
+        validate(*_configs(tiny_random_model, tmp_path, recipe, *COLOCATE))
 
 
-def test_colocated_vllm_probes_pass_validation(tmp_path, vllm_probe_recipe):
-    validate(*_configs(tmp_path, vllm_probe_recipe, *COLOCATE))
+def test_colocated_vllm_probes_pass_validation(tiny_random_model, tmp_path, vllm_probe_recipe):
+    validate(*_configs(tiny_random_model, tmp_path, vllm_probe_recipe, *COLOCATE))
