@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -120,6 +121,25 @@ def forward_with_cache(model, input_ids: torch.Tensor, cache, **kwargs) -> tuple
     return returned, out.logits[:, -1]
 
 
+def _paddable(model) -> bool:
+    """Whether prompts can share a left-padded batch: every cache layer a plain DynamicLayer (a
+    sliding-window layer would count the padding inside its window)."""
+    probe_cache = DynamicCache(config=model.config)
+    return all(type(layer) is DynamicLayer for layer in probe_cache.layers)
+
+
+def left_padded(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts left-padded to the longest, (prompts, longest) ids, and the attention mask (1 = real).
+    The padding id is 0: masked positions are never attended to, their ids do not matter."""
+    longest = max(len(ids) for ids in prompts)
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, longest - len(prompt) :] = 1
+    return ids, mask
+
+
 def decode_completions(tokenizer, token_ids: list[list[int]], finished: np.ndarray) -> list[str]:
     """Texts of completions (EOS dropped, special tokens skipped), decoding each distinct one once."""
     keys = [tuple(ids[:-1] if done else ids) for ids, done in zip(token_ids, finished, strict=True)]
@@ -162,33 +182,83 @@ class HFSampler:
         prompt_cache, prompt_logits = forward_with_cache(self.model, prompt, None, logits_to_keep=1)
         for start in range(0, n, self.batch_size):
             rows = min(self.batch_size, n - start)
-            yield self._decode(copy.deepcopy(prompt_cache), prompt_logits, rows, generator)
+            (chunk,) = self._decode(copy.deepcopy(prompt_cache), prompt_logits, [rows], [generator])
+            yield chunk
 
+    @torch.inference_mode()
     def sample_problems(self, jobs: Sequence[Job], n: int) -> Iterator[tuple[int, SampleChunk]]:
-        """One problem after another (each prompt's cache is shared by its own samples only)."""
-        for index, prompt_ids, seed in jobs:
-            for chunk in self.sample(prompt_ids, n, seed):
+        """Chunk `start` of every job decoded together, one forward per step for all their states.
+
+        Each prompt is still prefilled alone (batch 1) and each problem draws from its own generator,
+        its rows in its own order, so a problem's tokens are those `sample` gives (see `_decode`).
+        """
+        if len(jobs) == 1 or not _paddable(self.model):
+            for index, prompt_ids, seed in jobs:
+                for chunk in self.sample(prompt_ids, n, seed):
+                    yield index, chunk
+            return
+        generators = [torch.Generator(device=self.device).manual_seed(seed) for _, _, seed in jobs]
+        lengths = [len(prompt_ids) for _, prompt_ids, _ in jobs]
+        prompts, mask = left_padded([list(prompt_ids) for _, prompt_ids, _ in jobs], self.device)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)  # (prompts, longest): padding sits at 0
+        prompt_cache, prompt_logits = forward_with_cache(
+            self.model, prompts, None, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        for start in range(0, n, self.batch_size):
+            rows = min(self.batch_size, n - start)
+            chunks = self._decode(
+                copy.deepcopy(prompt_cache),
+                prompt_logits,
+                [rows] * len(jobs),
+                generators,
+                mask=mask,
+                prompt_lengths=lengths,
+            )
+            for (index, _, _), chunk in zip(jobs, chunks, strict=True):
                 yield index, chunk
 
-    def _decode(self, cache, logits: torch.Tensor, rows: int, generator: torch.Generator) -> SampleChunk:
-        """Sample `rows` completions; the model runs once per distinct prefix, not once per row.
+    def _decode(
+        self,
+        cache,
+        logits: torch.Tensor,
+        rows: list[int],
+        generators: list[torch.Generator],
+        *,
+        mask: torch.Tensor | None = None,
+        prompt_lengths: list[int] | None = None,
+    ) -> list[SampleChunk]:
+        """Sample `rows[p]` completions of each problem p; the model runs once per distinct prefix.
 
         Rows with the same prefix have the same next-token distribution, so the cache holds one
         entry per distinct prefix (a *state*) and each row samples on its own from its state's
         distribution: exactly i.i.d. sampling, with the generator's draws laid out as if every row
-        had its own forward pass. `cache`/`logits` start as the prompt's single state.
+        had its own forward pass. `cache`/`logits` start as one state per problem (its prompt). Rows
+        are kept grouped by problem, in row order, and problem p's rows draw with `generators[p]` in
+        one call per step, the call the one-problem run makes. Several problems: the prompts are
+        left-padded to one length; `mask` (states, cache length) marks the real positions and each
+        state's token goes in at position prompt length + step.
         """
         device, vocab = self.device, logits.shape[-1]
-        tokens = torch.full((rows, self.max_new_tokens), -1, dtype=torch.long, device=device)
-        entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
-        lengths = torch.zeros(rows, dtype=torch.long, device=device)
-        finished = torch.zeros(rows, dtype=torch.bool, device=device)
-        active = torch.arange(rows, device=device)  # chunk rows still generating
-        row_state = torch.zeros(rows, dtype=torch.long, device=device)  # (active,) -> state index
+        total = sum(rows)
+        tokens = torch.full((total, self.max_new_tokens), -1, dtype=torch.long, device=device)
+        entropy_sum = torch.zeros(total, dtype=torch.float64, device=device)
+        lengths = torch.zeros(total, dtype=torch.long, device=device)
+        finished = torch.zeros(total, dtype=torch.bool, device=device)
+        active = torch.arange(total, device=device)  # rows still generating, grouped by problem
+        row_problem = torch.repeat_interleave(torch.arange(len(rows), device=device), torch.tensor(rows))
+        row_state = row_problem.clone()  # (active,) -> state index; state p is problem p's prompt
+        state_problem = torch.arange(len(rows), device=device)  # (states,) -> problem
         for step in range(self.max_new_tokens):
             probs, entropy = entropy_from_logits(logits, self.temperature)  # (states, vocab), (states,)
             row_probs = top_p_filter(probs, self.top_p)[row_state]  # (active, vocab)
-            next_tokens = torch.multinomial(row_probs, 1, generator=generator)[:, 0]  # (active,)
+            counts = torch.bincount(row_problem, minlength=len(rows)).tolist()  # active rows per problem
+            pieces, first = [], 0
+            for generator, count in zip(generators, counts, strict=True):
+                if count:
+                    drawn = torch.multinomial(row_probs[first : first + count], 1, generator=generator)
+                    pieces.append(drawn[:, 0])
+                first += count
+            next_tokens = torch.cat(pieces)  # (active,)
             tokens[active, step] = next_tokens
             entropy_sum[active] += entropy.double()[row_state]
             lengths[active] += 1
@@ -198,11 +268,29 @@ class HFSampler:
                 break
             keep = (~done).nonzero()[:, 0]
             active, row_state, next_tokens = active[keep], row_state[keep], next_tokens[keep]
+            row_problem = row_problem[keep]
             # the next states: distinct (state, token) pairs among the running rows
             children, row_state = torch.unique(row_state * vocab + next_tokens, return_inverse=True)
-            cache.batch_select_indices(children // vocab)
-            cache, logits = forward_with_cache(self.model, (children % vocab)[:, None], cache)
-        return self._chunk(tokens, lengths, entropy_sum, finished)
+            parents = children // vocab
+            cache.batch_select_indices(parents)
+            state_problem = state_problem[parents]
+            if mask is None:
+                cache, logits = forward_with_cache(self.model, (children % vocab)[:, None], cache)
+                continue
+            mask = torch.cat([mask[parents], mask.new_ones(len(parents), 1)], dim=1)
+            position = torch.tensor(prompt_lengths, device=device)[state_problem] + step  # (states,)
+            cache, logits = forward_with_cache(
+                self.model,
+                (children % vocab)[:, None],
+                cache,
+                attention_mask=mask,
+                position_ids=position[:, None],
+            )
+        bounds = np.cumsum([0, *rows])
+        return [
+            self._chunk(tokens[a:b], lengths[a:b], entropy_sum[a:b], finished[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
 
     def _chunk(self, tokens, lengths, entropy_sum, finished) -> SampleChunk:
         lengths_np = lengths.cpu().numpy().astype(np.int64)

@@ -167,3 +167,50 @@ def test_samples_stop_at_eos_or_max_new_tokens(lm, check_chunk):
     chunks = _draw(_sampler(lm, max_new_tokens=12, batch_size=64), _prompt_ids(tokenizer), 64, seed=5)
     (chunk,) = chunks
     check_chunk(chunk, tokenizer, max_new_tokens=12)
+
+
+# --- several problems per forward
+
+
+PROMPTS = ("3 5 7 2=24:", "9 1=10:", "4 4 8=128:", "2 6 3 9=54:")  # three prompt lengths
+
+
+def test_many_problems_per_call_draw_the_samples_of_one_at_a_time(lm):
+    """Prompts of different lengths share a left-padded batch, each problem with its own generator:
+    every token id, text, length and finished flag is the one-problem run's; the token entropies
+    differ by float32 rounding only (the logits come from matrix products of another batch shape)."""
+    _, tokenizer = lm
+    sampler = _sampler(lm, temperature=0.9, top_p=0.95, batch_size=16)
+    jobs = [(i, tokenizer(p, add_special_tokens=False)["input_ids"], 100 + i) for i, p in enumerate(PROMPTS)]
+    assert len({len(ids) for _, ids, _ in jobs}) == 3
+    alone = {index: _draw(sampler, ids, 40, seed) for index, ids, seed in jobs}
+    together: dict[int, list] = {}
+    for index, chunk in sampler.sample_problems(jobs, 40):
+        together.setdefault(index, []).append(chunk)
+    assert sorted(together) == sorted(alone)
+    for index, chunks in alone.items():
+        assert [len(c.texts) for c in together[index]] == [len(c.texts) for c in chunks] == [16, 16, 8]
+        for mine, theirs in zip(together[index], chunks, strict=True):
+            assert mine.token_ids == theirs.token_ids and mine.texts == theirs.texts
+            np.testing.assert_array_equal(mine.lengths, theirs.lengths)
+            np.testing.assert_array_equal(mine.finished, theirs.finished)
+            np.testing.assert_allclose(mine.token_entropy, theirs.token_entropy, rtol=0, atol=1e-6)
+
+
+def test_many_problems_per_call_run_one_forward_per_step_for_all(lm):
+    """The batch is real: a chunk of every problem costs one prefill and at most max_new_tokens - 1
+    decoding forwards in all, not one set per problem."""
+    model, tokenizer = lm
+    sampler = _sampler(lm, max_new_tokens=12, batch_size=16)
+    jobs = [(i, tokenizer(p, add_special_tokens=False)["input_ids"], i) for i, p in enumerate(PROMPTS)]
+    calls = []  # input_ids shape of every forward
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        chunks = list(sampler.sample_problems(jobs, 16))
+    finally:
+        hook.remove()
+    assert len(chunks) == len(PROMPTS)
+    assert calls[0][0] == len(PROMPTS)  # one prefill of every prompt
+    assert 2 <= len(calls) <= 1 + 11
