@@ -11,6 +11,9 @@ Measures, on the embedded base model (built with `python -m train.build_base` in
   (c) the same bare loop with one forward row per sample (the prompt cache repeated over rows);
   targets: >= 3x (a), within 1.5x of (b);
 - samples per verification call (judge_many call) and per verified answer at this n;
+- several problems per forward: `probe_model` with `problems_per_call` = --per_call against 1 (the
+  one-problem sampler), alternating, best of --repeats each, at n = 32 (on --per_call_problems
+  problems) and n = --n (on 20); targets: >= 3x at n = 32, no slower at n = --n;
 - peak RSS of `python -m probe run` at n = 8192 on 20 problems, next to n = 1024 on the same 20
   (memory should grow with distinct answers, not samples).
 All timings use the same torch thread count; another CPU-heavy process running at the same time
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -56,6 +60,9 @@ def parse_args(argv):
     parser.add_argument("--rss_n", type=int, default=8192)
     parser.add_argument("--rss_problems", type=int, default=20)
     parser.add_argument("--skip_rss", action="store_true")
+    parser.add_argument("--per_call", type=int, default=50, help="problems per sampler call vs 1")
+    parser.add_argument("--per_call_problems", type=int, default=100, help="problems for the n = 32 ratio")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each per-call setting (best kept)")
     return parser.parse_args(argv)
 
 
@@ -188,6 +195,22 @@ sys.exit(code)
 """
 
 
+def per_call_ratio(model, tokenizer, task, problems, probe_config, per_call: int, repeats: int) -> dict:
+    """samples/s of probe_model with `per_call` problems per sampler call and with 1, the two
+    alternating (A B A B) so that a change in load hits both; best of `repeats` each."""
+    rates: dict[int, list[float]] = {1: [], per_call: []}
+    for _ in range(repeats):
+        for setting in rates:
+            config = dataclasses.replace(probe_config, problems_per_call=setting)
+            with tempfile.TemporaryDirectory() as out:
+                _, seconds = timed(
+                    lambda: probe_model(model, tokenizer, task, problems, config, out, progress=False)
+                )
+            rates[setting].append(probe_config.n * len(problems) / seconds)
+    one, many = max(rates[1]), max(rates[per_call])
+    return {"one_per_call_samples_per_s": one, "many_per_call_samples_per_s": many, "ratio": many / one}
+
+
 def main(argv=None) -> dict:
     # --- config
     args = parse_args(argv)
@@ -264,6 +287,26 @@ def main(argv=None) -> dict:
         f"{results['samples_per_verified_answer']:.1f} samples per verified answer"
     )
     print(f"pass@1 {results['pass@1']:.3f}, pass@{args.n} {results[f'pass@{args.n}']:.3f}")
+    # --- several problems per forward against one, at a small and at the large n
+    for n, count in ((32, args.per_call_problems), (args.n, 20)):
+        ratio_task = make_task(dataclasses.replace(task_config, num_problems=count))
+        ratio = per_call_ratio(
+            model,
+            tokenizer,
+            ratio_task,
+            ratio_task.problems(),
+            dataclasses.replace(probe_config, n=n),
+            args.per_call,
+            args.repeats,
+        )
+        ratio_task.close()
+        results[f"per_call_n{n}"] = ratio
+        target = ">= 3x" if n == 32 else ">= 1x"
+        print(
+            f"n = {n:5d} x {count} problems: {args.per_call} per call {ratio['many_per_call_samples_per_s']:7.0f}"
+            f" samples/s, 1 per call {ratio['one_per_call_samples_per_s']:7.0f} -> "
+            f"{ratio['ratio']:.2f}x (target {target})"
+        )
     # --- memory
     if not args.skip_rss:
         for n in (1024, args.rss_n):

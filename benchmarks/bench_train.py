@@ -10,7 +10,7 @@
    probe (probe_n samples on the probe set) is timed on the model, and the share of wall time is
    extrapolated as probes * probe_s / (probes * probe_s + max_steps * step_s). With --run RUN (a
    finished demo run), the measured share from its log is printed too: sum(probe/seconds) / wall.
-   Target: <= 25%.
+   Target: <= 10%.
 Other CPU-heavy processes slow every figure (ratios less than absolute numbers): the load
 average is printed.
 """
@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
     share = probes * probe_s / (probes * probe_s + demo_steps * leash_s)
     print(
         f"one probe (n {probe_config.n} x {len(probe_task.problems())} problems): {probe_s:.1f} s; "
-        f"{probes} probes + {demo_steps} steps -> probe share {share:.1%} (extrapolated, target <= 25%)"
+        f"{probes} probes + {demo_steps} steps -> probe share {share:.1%} (extrapolated, target <= 10%)"
     )
     result = {"seconds_per_step": {"leash": leash_s, "trl": trl_s}, "ratio": leash_s / trl_s,
               "probe_seconds": probe_s, "probe_share_extrapolated": share}  # fmt: skip

@@ -245,9 +245,9 @@ def probe_model(
                     )
                     for i in todo[first : first + config.problems_per_call]
                 ]
-                for record in probe_problems(sampler, task, problems, jobs, config, store):
-                    store.append_record(record)
-                    bar.update(1)
+                records = probe_problems(sampler, task, problems, jobs, config, store)
+                store.append_records(records)
+                bar.update(len(records))
     finally:
         bar.close()
 

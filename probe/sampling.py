@@ -15,6 +15,16 @@ HF backend, per problem:
   `problem_seed`, so a problem's samples do not depend on which process draws it or in what order.
   They do depend on `batch_size` (the chunking decides how the generator's draws are laid out).
 
+HF backend, several problems per call (`sample_problems`, `ProbeConfig.problems_per_call`): the
+prompts are left-padded into one prefill (attention mask, positions counted from each prompt's first
+real token), then chunk `start` of every problem is decoded together, one forward per step over all
+problems' distinct prefixes. Each problem keeps its own generator and its rows keep their order, so
+each draws exactly the random numbers of the one-problem run. What changes: the logits come from
+matrix products of another batch shape (and padded attention), so they differ from the one-problem
+run's by float32 rounding (~1e-7 relative). The token entropies differ by that much; a sampled token
+differs only if a uniform draw falls within that distance of a boundary of its CDF, which no test
+seed has hit. The samples stay i.i.d. draws from the same model distribution either way.
+
 Per sample: the generated ids (EOS included when emitted), the text (decoded without EOS/special
 tokens), `length` = number of generated tokens, EOS included (each was sampled, so it counts in
 the entropy mean too), `token_entropy` = mean of H_t over those tokens, `finished` = EOS emitted.

@@ -244,8 +244,12 @@ class ProbeStore:
                     os.fsync(handle.fileno())
 
     def append_record(self, record: Mapping) -> None:
+        self.append_records([record])
+
+    def append_records(self, records: Sequence[Mapping]) -> None:
+        """Append records with one fsync (a problem group's records arrive together)."""
         with open(self.records_path, "a", encoding="utf-8") as handle:
-            handle.write(dumps(record) + "\n")
+            handle.write("".join(dumps(record) + "\n" for record in records))
             handle.flush()
             os.fsync(handle.fileno())
 
