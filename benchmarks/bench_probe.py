@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -160,8 +162,10 @@ def ensure_model(path: Path) -> Path:
     return path
 
 
-def peak_rss_mb(model: Path, n: int, num_problems: int, batch_size: int, threads: int) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of one `python -m probe run` in a fresh child process."""
+def probe_child(
+    model: Path, n: int, num_problems: int, batch_size: int, threads: int, *extra: str
+) -> tuple[float, float, dict]:
+    """(peak RSS in MB, seconds, summary.json) of one `python -m probe run` in a fresh child process."""
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable,
@@ -174,22 +178,25 @@ def peak_rss_mb(model: Path, n: int, num_problems: int, batch_size: int, threads
             str(num_problems),
             str(batch_size),
             str(threads),
+            *extra,
         ]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"probe run failed:\n{done.stderr[-2000:]}")
-        return float(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        summary = json.loads((Path(out) / "summary.json").read_text())
+        return float(done.stdout.strip().splitlines()[-1]), seconds, summary
 
 
 # Runs the probe command in-process, then prints its own peak RSS (ru_maxrss is KB on Linux).
 RSS_CHILD = """
 import resource, sys
 from probe.__main__ import cli
-recipe, model, out, n, problems, batch, threads = sys.argv[1:]
+recipe, model, out, n, problems, batch, threads, *extra = sys.argv[1:]
 code = cli(["run", "--config", recipe, "--model", model, "--output_dir", out, "--n", n,
             "--num_problems", problems, "--batch_size", batch, "--num_threads", threads,
-            "--progress", "false"])
+            "--progress", "false", *extra])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 sys.exit(code)
 """
@@ -203,9 +210,8 @@ def per_call_ratio(model, tokenizer, task, problems, probe_config, per_call: int
         for setting in rates:
             config = dataclasses.replace(probe_config, problems_per_call=setting)
             with tempfile.TemporaryDirectory() as out:
-                _, seconds = timed(
-                    lambda: probe_model(model, tokenizer, task, problems, config, out, progress=False)
-                )
+                run = functools.partial(probe_model, progress=False)
+                _, seconds = timed(run, model, tokenizer, task, problems, config, out)
             rates[setting].append(probe_config.n * len(problems) / seconds)
     one, many = max(rates[1]), max(rates[per_call])
     return {"one_per_call_samples_per_s": one, "many_per_call_samples_per_s": many, "ratio": many / one}
@@ -303,14 +309,15 @@ def main(argv=None) -> dict:
         results[f"per_call_n{n}"] = ratio
         target = ">= 3x" if n == 32 else ">= 1x"
         print(
-            f"n = {n:5d} x {count} problems: {args.per_call} per call {ratio['many_per_call_samples_per_s']:7.0f}"
-            f" samples/s, 1 per call {ratio['one_per_call_samples_per_s']:7.0f} -> "
+            f"n = {n:5d} x {count} problems: {args.per_call} per call "
+            f"{ratio['many_per_call_samples_per_s']:7.0f} samples/s, "
+            f"1 per call {ratio['one_per_call_samples_per_s']:7.0f} -> "
             f"{ratio['ratio']:.2f}x (target {target})"
         )
     # --- memory
     if not args.skip_rss:
         for n in (1024, args.rss_n):
-            rss, seconds = peak_rss_mb(model_dir, n, args.rss_problems, args.batch_size, args.threads)
+            rss, seconds, _ = probe_child(model_dir, n, args.rss_problems, args.batch_size, args.threads)
             results[f"peak_rss_mb_n{n}"] = rss
             print(f"peak RSS, n = {n:5d} x {args.rss_problems} problems: {rss:7.1f} MB  ({seconds:.0f} s)")
     print(f"load average after: {os.getloadavg()}")

@@ -8,8 +8,14 @@ import sys
 
 from probe.cli import run_command
 
-USAGE = "usage: python -m probe {run,compare,plot,ppl} [options]  (python -m probe <command> --help)"
-COMMANDS = {"run": "probe.run", "compare": "probe.compare", "plot": "probe.plots", "ppl": "probe.ppl"}
+USAGE = "usage: python -m probe {run,watch,compare,plot,ppl} [options]  (python -m probe <command> --help)"
+COMMANDS = {
+    "run": "probe.run",
+    "watch": "probe.watch",
+    "compare": "probe.compare",
+    "plot": "probe.plots",
+    "ppl": "probe.ppl",
+}
 
 
 def cli(argv: list[str] | None = None) -> int:

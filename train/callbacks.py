@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import netrc
 import os
 import random
 import time
@@ -27,10 +26,10 @@ from trl.models import unwrap_model_for_generation
 
 from probe.distributed import barrier
 from probe.files import write_atomic
-from probe.metrics import summarize, versus_reference
 from probe.plots import plot_run
 from probe.run import probe_model
-from probe.store import is_finished, load_probe, probe_dir
+from probe.store import is_finished, probe_dir
+from probe.watch import pin_checkpoint, probe_metrics, wandb_is_offline, write_watch_file
 from train.checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -50,18 +49,10 @@ def preserved_rng():
     np.random.set_state(numpy_state)
 
 
-def probe_metrics(directory: Path, base_directory: Path | None) -> dict[str, float]:
-    """`probe/<key>` for every model-level metric and `probe/vs_base/<key>` against the base probe.
-
-    Undefined rates (None) are left out: no logger takes a null.
-    """
-    probe = load_probe(directory)
-    metrics = {f"probe/{k}": float(v) for k, v in summarize(probe.records, probe.zeta).items()}
-    if base_directory is not None:
-        base = load_probe(base_directory)
-        versus = versus_reference(base.records, probe.records)
-        metrics.update({f"probe/vs_base/{k}": float(v) for k, v in versus.items() if v is not None})
-    return metrics
+def is_probe_step(args, state) -> bool:
+    """Every probe_steps, plus the last step with probe_at_end."""
+    periodic = args.probe_steps > 0 and state.global_step % args.probe_steps == 0
+    return periodic or (args.probe_at_end and state.global_step == state.max_steps)
 
 
 class ProbeCallback(TrainerCallback):
@@ -71,10 +62,6 @@ class ProbeCallback(TrainerCallback):
         self.trainer, self.task, self.problems, self.config = trainer, task, problems, probe_config
         self.base_model = base_model
         self.run_dir = Path(trainer.args.output_dir)
-
-    def is_probe_step(self, args, state) -> bool:
-        periodic = args.probe_steps > 0 and state.global_step % args.probe_steps == 0
-        return periodic or (args.probe_at_end and state.global_step == state.max_steps)
 
     def probe(self, step: int, model, model_name: str) -> dict[str, float]:
         accelerator = self.trainer.accelerator
@@ -122,7 +109,7 @@ class ProbeCallback(TrainerCallback):
         self.trainer.log({})  # the trainer has no row at step 0 of its own
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not self.is_probe_step(args, state) or self.trainer.stop_reason:
+        if not is_probe_step(args, state) or self.trainer.stop_reason:
             return
         control.should_save = True  # the probed weights are kept as RUN/checkpoint-<step>
         control.should_log = True
@@ -178,6 +165,49 @@ def whole_models():
         yield
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = active
+
+
+class WatcherScheduleCallback(TrainerCallback):
+    """ "Probe by watcher" (`probe_by: watcher`): the trainer probes nothing and never waits; it saves
+    a checkpoint at every probe step, pins its model files for `python -m probe watch` right after
+    saving it (before a later save could rotate it away under save_total_limit), and tells the
+    watcher in RUN/watch.json what the base is and when training has finished."""
+
+    def __init__(self, trainer, base_model: str):
+        self.trainer, self.base_model = trainer, base_model
+        self.run_dir = Path(trainer.args.output_dir)
+
+    def write(self, args, state, finished: bool) -> None:
+        if not state.is_world_process_zero:
+            return
+        write_watch_file(
+            self.run_dir,
+            {
+                "base_model": self.base_model,
+                "run_dir": str(self.run_dir),  # checkpoints are named <run_dir>/checkpoint-<step>
+                "run_name": args.run_name,
+                "wandb_project": args.wandb_project,
+                "probe_at_start": args.probe_at_start,
+                "probe_steps": args.probe_steps,
+                "finished": finished,
+                "step": state.global_step,
+            },
+        )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.write(args, state, finished=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if is_probe_step(args, state) and not self.trainer.stop_reason:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = self.run_dir / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and is_probe_step(args, state) and checkpoint.is_dir():
+            pin_checkpoint(self.run_dir, state.global_step, checkpoint)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.write(args, state, finished=True)
 
 
 class NaNGuardCallback(TrainerCallback):
@@ -309,12 +339,6 @@ def prepare_wandb_env(run_dir: Path, project: str) -> None:
     os.environ.setdefault("WANDB_PROJECT", project)
     os.environ.setdefault("WANDB_RUN_ID", id_file.read_text().strip())
     os.environ.setdefault("WANDB_RESUME", "allow")
-    if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
+    os.environ.setdefault("WANDB_RUN_GROUP", id_file.read_text().strip())  # `probe watch` logs into it
+    if wandb_is_offline():
         os.environ.setdefault("WANDB_MODE", "offline")
-
-
-def _netrc_has_wandb() -> bool:
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False

@@ -33,6 +33,7 @@ MODEL_INIT_KEYS = {
     "model_revision": "revision",
 }
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+PROBE_BY = ("trainer", "watcher")
 # Losses that normalise by the tokens actually kept, so a group masked out of the loss is truly dropped
 # (grpo/dr_grpo/sapo/luspo average over rows or a fixed length, so masked rows would dilute the rest).
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo")
@@ -68,6 +69,14 @@ class LeashGRPOConfig(GRPOConfig):
     probe_n: int | None = field(
         default=None,
         metadata={"help": "Samples per problem for in-training probes; None: the probe recipe's n."},
+    )
+    probe_by: str = field(
+        default="trainer",
+        metadata={
+            "help": "trainer: probes run inside training at each probe step (training waits); watcher: the "
+            "trainer only checkpoints (and pins) each probe step and never waits, `python -m probe watch "
+            "RUN --config <probe recipe>` probes beside it."
+        },
     )
     probe_at_start: bool = field(
         default=True,
@@ -241,6 +250,8 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
             f"generation_batch_size ({config.generation_batch_size}) is not divisible by "
             f"num_generations ({config.num_generations})"
         )
+    if config.probe_by not in PROBE_BY:
+        raise ConfigError(f"probe_by: {config.probe_by!r} is not one of {PROBE_BY}")
     if config.probe_steps and not config.probe_recipe:
         raise ConfigError("probe_steps set but probe_recipe is empty")
     if config.probe_recipe:

@@ -22,7 +22,13 @@ from probe.cli import RunFailed, parse, run_command
 from probe.distributed import barrier
 from probe.run import run_lock
 from probe.tasks import make_task
-from train.callbacks import NaNGuardCallback, ProbeCallback, prepare_wandb_env, use_leash_wandb_callback
+from train.callbacks import (
+    NaNGuardCallback,
+    ProbeCallback,
+    WatcherScheduleCallback,
+    prepare_wandb_env,
+    use_leash_wandb_callback,
+)
 from train.checkpoints import (
     final_from_checkpoint,
     final_is_complete,
@@ -157,7 +163,9 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
     trainer.add_callback(NaNGuardCallback(trainer))
     if config.ref_reset_steps:
         trainer.add_callback(ReferenceResetCallback(trainer))
-    if probe_task is not None:
+    if probe_task is not None and config.probe_by == "watcher":
+        trainer.add_callback(WatcherScheduleCallback(trainer, model_args.model_name_or_path))
+    elif probe_task is not None:
         trainer.add_callback(
             ProbeCallback(trainer, probe_task, probe_problems, probe_config, model_args.model_name_or_path)
         )
