@@ -63,3 +63,14 @@ def test_the_lora_recipe_gives_trls_lora_config(tmp_path):
     }
     _, full = _parse("prorl_r1_distill_qwen_1.5b.yaml", tmp_path=tmp_path)
     assert get_peft_config(full) is None
+
+
+def test_probe_by_is_trainer_or_watcher(tmp_path, tiny_random_model):
+    config, model_args = _parse(
+        "countdown_tiny.yaml", "--model_name_or_path", str(tiny_random_model), "--probe_by", "sidecar",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="probe_by: 'sidecar' is not one of"):
+        validate(config, model_args)
+    config.probe_by = "watcher"
+    validate(config, model_args)

@@ -63,8 +63,12 @@ def runs(tiny_base, tiny_probe_recipe, tmp_path_factory):
 
     watched = root / "watched"
     # save_total_limit 1: checkpoint-2 is deleted when checkpoint-4 is saved
-    args = _train_args(tiny_base, watched, tiny_probe_recipe, "--probe_by", "watcher", "--save_total_limit", "1")
-    trainer = subprocess.Popen(args, cwd=ROOT, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    args = _train_args(
+        tiny_base, watched, tiny_probe_recipe, "--probe_by", "watcher", "--save_total_limit", "1"
+    )
+    trainer = subprocess.Popen(
+        args, cwd=ROOT, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     _wait_for(lambda: (watched / "watch.json").is_file(), "the trainer's watch.json")
     first = _watch(watched, tiny_probe_recipe, root)
     _wait_for(lambda: (watched / "probes" / "step-000000").is_dir(), "the watcher's first probe dir")
@@ -112,7 +116,9 @@ def _rows(records) -> list[dict]:
     rows = []
     for record in records:
         if record.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+            rows.append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
+            )
     return rows
 
 
