@@ -273,13 +273,14 @@ class Watcher:
 
     def log_finished(self, wandb_log: WandbLog | None) -> None:
         """Log every finished probe dir not logged yet, in step order, and drop its pin."""
-        logged = self.logged()
+        logged, finished = self.logged(), self.finished_steps()
         base = probe_dir(self.run_dir, 0)
-        for step in sorted(self.finished_steps() - logged):
+        for step in sorted(finished - logged):
             if wandb_log is not None:
                 directory = probe_dir(self.run_dir, step)
                 wandb_log.log(step, probe_metrics(directory, base if is_finished(base) else None))
             self.mark_logged(step)
+        for step in finished:  # also a pin the pinning thread made just as its probe finished
             shutil.rmtree(pin_path(self.run_dir, step), ignore_errors=True)
 
     def finished_steps(self) -> set[int]:
