@@ -122,7 +122,9 @@ def _spawn(args):
 
 
 def test_a_run_killed_midway_resumes_to_the_same_files(random_model_dir, tmp_path):
-    extra = ("--n", "48", "--num_problems", "10", "--batch_size", "8")
+    """Two problems per sampler call: the resumed run must group them as the whole run does (a
+    problem's token entropies depend on the batch it was sampled in, to float32 rounding)."""
+    extra = ("--n", "48", "--num_problems", "10", "--batch_size", "8", "--problems_per_call", "2")
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     records = resumed / "records" / "rank-00000.jsonl"
     process = _spawn(_args(random_model_dir, resumed, *extra))
