@@ -15,10 +15,12 @@ save could rotate it away; the watcher also pins what it finds, between probes a
 while a probe runs. A checkpoint deleted before anyone pinned it is reported (a warning) and skipped.
 A pin is removed once its probe dir is finished and logged.
 
-Resume after kill -9: a probe dir resumes where it stopped (probe.run), pins survive, W&B resumes
-the same run id. The watcher stops (exit 0) when RUN/watch.json says training finished (or, for a
-run trained without it, RUN/trainer_state.json exists: train writes it last) and every checkpoint
-due is probed.
+A checkpoint counts once its manifest (`checkpoint_complete.json`, train.checkpoints) is in. One
+watcher per run: it holds the lock of RUN/probes/ (probe.files.RunLock; a second one is refused).
+Resume after kill -9: a probe dir resumes where it stopped (probe.run), pins survive, the lock is
+taken over, W&B resumes the same run id. The watcher stops (exit 0) when RUN/watch.json says
+training finished (or, for a run trained without it, the final model's manifest is in) and every
+checkpoint due is probed.
 
 W&B: one run per watcher, `<training run id>-probes`, in the same project and in the group named by
 the training run's id (train puts its own run in that group), job_type "probe-watch". Its
@@ -46,8 +48,17 @@ import torch
 
 from probe.cli import ConfigError, parse
 from probe.config import ProbeConfig
+from probe.files import RunLock, read_manifest
 from probe.metrics import summarize, versus_reference
-from probe.store import RUN_PROBES, is_finished, load_probe, probe_dir, write_json
+from probe.store import (
+    CHECKPOINT_MANIFEST,
+    FINAL_MANIFEST,
+    RUN_PROBES,
+    is_finished,
+    load_probe,
+    probe_dir,
+    write_json,
+)
 from probe.tasks import TaskConfig, make_task
 
 logger = logging.getLogger(__name__)
@@ -81,8 +92,8 @@ class WatchArguments:
 
 
 def checkpoint_ready(path: Path) -> bool:
-    """A checkpoint is complete once trainer_state.json is in: HF's Trainer writes it last."""
-    return (path / "trainer_state.json").is_file()
+    """A checkpoint is complete once its manifest (train.checkpoints, written last) lists its files."""
+    return read_manifest(path, CHECKPOINT_MANIFEST) is not None
 
 
 def run_checkpoints(run_dir: Path) -> dict[int, Path]:
@@ -141,10 +152,11 @@ def write_watch_file(run_dir: Path, content: dict) -> None:
 
 
 def run_finished(run_dir: Path) -> bool:
+    """RUN/watch.json says so (a "probe by watcher" trainer), else the final model is complete."""
     watch = read_watch_file(run_dir)
     if watch:
         return bool(watch.get("finished"))
-    return (run_dir / "trainer_state.json").is_file()
+    return read_manifest(run_dir, FINAL_MANIFEST) is not None
 
 
 # --- metrics as the trainer logs them
@@ -346,7 +358,8 @@ def main(task_config, probe_config: ProbeConfig, args: WatchArguments) -> int:
         torch.set_num_threads(probe_config.num_threads)
     task = make_task(task_config)
     try:
-        return Watcher(task, task.problems(), probe_config, args).run()
+        with RunLock(Path(args.run) / RUN_PROBES):  # one watcher per run; a killed one's lock is taken over
+            return Watcher(task, task.problems(), probe_config, args).run()
     finally:
         task.close()
 

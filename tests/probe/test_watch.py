@@ -12,7 +12,8 @@ import pytest
 from tiny_lm import save_random
 
 from probe.__main__ import cli
-from probe.store import is_finished, probe_dir
+from probe.files import write_manifest
+from probe.store import CHECKPOINT_MANIFEST, FINAL_MANIFEST, is_finished, probe_dir
 from probe.watch import pin_checkpoint, pin_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ def _checkpoint(run_dir: Path, step: int, model: Path) -> Path:
     shutil.copytree(model, checkpoint)
     (checkpoint / "optimizer.pt").write_bytes(b"optimizer state")
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    write_manifest(checkpoint, CHECKPOINT_MANIFEST, global_step=step)
     return checkpoint
 
 
@@ -49,7 +51,7 @@ def test_a_pin_hard_links_the_model_files_and_outlives_the_checkpoint(random_mod
 
 def test_a_checkpoint_still_being_written_or_gone_is_not_pinned(random_model_dir, tmp_path):
     checkpoint = _checkpoint(tmp_path, 5, random_model_dir)
-    (checkpoint / "trainer_state.json").unlink()  # HF writes it last
+    (checkpoint / CHECKPOINT_MANIFEST).unlink()  # train.checkpoints writes it last
     assert pin_checkpoint(tmp_path, 5, checkpoint) is None
     assert not pin_path(tmp_path, 5).exists()
     assert not list(pin_path(tmp_path, 5).parent.glob(".checkpoint-5.tmp-*"))
@@ -58,7 +60,8 @@ def test_a_checkpoint_still_being_written_or_gone_is_not_pinned(random_model_dir
 def test_the_watcher_probes_due_checkpoints_and_stops_once_the_run_finished(random_model_dir, tmp_path):
     for step in (1, 2, 4):
         _checkpoint(tmp_path, step, random_model_dir)
-    (tmp_path / "trainer_state.json").write_text("{}")  # a run trained without watch.json: finished
+    (tmp_path / "model.safetensors").write_bytes(b"final")
+    write_manifest(tmp_path, FINAL_MANIFEST, files=["model.safetensors"])  # trained without watch.json: done
     assert _watch(tmp_path, "--every", "2") == 0
     assert [is_finished(probe_dir(tmp_path, s)) for s in (1, 2, 4)] == [False, True, True]
     config = json.loads((probe_dir(tmp_path, 4) / "config.json").read_text())
