@@ -62,7 +62,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def figure(by_n: list[dict], by_problems: list[dict], path: Path) -> None:
+def figure(by_n: list[dict], by_problems: list[dict], path: Path, note: str) -> None:
     # why: matplotlib only for the figure, after every measurement
     import matplotlib
 
@@ -77,12 +77,14 @@ def figure(by_n: list[dict], by_problems: list[dict], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("samples/s", color="tab:blue")
+        ax.set_ylim(bottom=0)
         twin = ax.twinx()
         twin.plot(x, [r["peak_rss_mb"] for r in rows], "s--", color="tab:red")
         twin.set_ylabel("peak RSS (MB)", color="tab:red")
         twin.set_ylim(bottom=0)
     axes[0].set_title(f"n sweep, {by_n[0]['problems']} problems")
     axes[1].set_title(f"problems sweep, n = {by_problems[0]['n']}")
+    fig.suptitle(note, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -91,13 +93,15 @@ def figure(by_n: list[dict], by_problems: list[dict], path: Path) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     model = ensure_model(Path(args.model))
+    before = os.getloadavg()[0]
     print(f"load average before: {os.getloadavg()}  (2 cores here; other jobs slow every figure)")
     by_n = [point(model, int(n), args.problems, args) for n in args.ns.split(",")]
     by_problems = [point(model, args.problems_n, int(p), args) for p in args.problem_counts.split(",")]
     print(f"load average after: {os.getloadavg()}")
     print(f"\nn sweep ({args.problems} problems)\n" + table(by_n))
     print(f"\nproblems sweep (n = {args.problems_n})\n" + table(by_problems))
-    figure(by_n, by_problems, Path(args.figure))
+    note = f"HF backend, 1 thread; 1-min load average {before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    figure(by_n, by_problems, Path(args.figure), note)
     print(f"\nwrote {args.figure}")
     return {"by_n": by_n, "by_problems": by_problems}
 
