@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_grpo import RECIPE, ROOT, TRAIN_TASK, run_train, wandb_records
+from test_grpo import RECIPE, ROOT, TRAIN_TASK, run_train
+from wandb_offline import wandb_records
 
 from probe.store import load_problems, run_probe_dirs
 
