@@ -1,6 +1,6 @@
 """probe watch on a hand-made run dir: pins (hard links that outlive the checkpoint), the --every
 schedule, stopping once the run finished, refusals. The watcher beside a real training run is
-tests/train/test_watch.py."""
+tests/train/test_watch_beside_training.py."""
 
 from __future__ import annotations
 
