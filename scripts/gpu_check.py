@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
+import yaml
 
 from probe.cli import parse
 from probe.config import ProbeConfig
@@ -97,7 +98,8 @@ def train_args(base: Path, output_dir: Path, steps: int) -> list[str]:
     """`python -m train` for `steps` GRPO steps, vLLM colocated for rollouts and probes (every 10 steps,
     n 64, every probe problem in one call); writes its probe recipe beside the run."""
     recipe = output_dir / "probe_vllm.yaml"
-    recipe.write_text(PROBE_RECIPE.read_text() + "backend: vllm\nproblems_per_call: 200\n")
+    settings = yaml.safe_load(PROBE_RECIPE.read_text()) | {"backend": "vllm", "problems_per_call": 200}
+    recipe.write_text(yaml.safe_dump(settings, sort_keys=False))
     return [
         sys.executable, "-m", "train", "--config", str(TRAIN_RECIPE), "--model_name_or_path", str(base),
         "--output_dir", str(output_dir / "grpo"), "--max_steps", str(steps), "--probe_recipe", str(recipe),

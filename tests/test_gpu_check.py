@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import yaml
 from trl import ModelConfig
 
 from probe.cli import parse
@@ -27,4 +28,5 @@ def test_the_gpu_checks_training_command_is_a_valid_recipe(tmp_path, tiny_random
     config, model_args = parse((LeashGRPOConfig, ModelConfig), args[3:])
     validate(config, model_args)
     assert (config.max_steps, config.use_vllm, config.vllm_mode) == (20, True, "colocate")
-    assert Path(config.probe_recipe).read_text().endswith("backend: vllm\nproblems_per_call: 200\n")
+    probe = yaml.safe_load(Path(config.probe_recipe).read_text())
+    assert (probe["backend"], probe["problems_per_call"]) == ("vllm", 200)
