@@ -23,6 +23,7 @@ from probe.config import ProbeConfig
 from probe.files import check_output_dir
 from probe.models import check_model_dir
 from probe.tasks import TaskConfig
+from train.exploration import ADVANTAGES
 
 # "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -101,6 +102,36 @@ class LeashGRPOConfig(GRPOConfig):
     dynamic_sampling_max_tries: int = field(
         default=0,
         metadata={"help": "Extra generation rounds per step refilling dropped groups; 0: drop only."},
+    )
+    advantage: str = field(
+        default="grpo",
+        metadata={
+            "help": "How advantages are formed from the rewards (train/exploration.py). grpo: TRL's own. "
+            "pass_at_k: Chen et al. 2025 (arXiv 2508.10751), the analytic advantage of the group's pass@k "
+            "reward: rho = 1 - C(N-c,k)/C(N,k), sigma = sqrt(rho(1-rho)), A+ = (1-rho)/sigma for correct "
+            "samples, A- = (1 - rho - C(N-c-1,k-1)/C(N-1,k-1))/sigma for wrong ones, 0 for sigma = 0 "
+            "(scale_rewards: group divides by sigma, none does not; batch refused). w_reinforce: Zhu et "
+            "al. 2025 (arXiv 2506.01347), REINFORCE on +1/-1 with no baseline: A = w_reinforce_lambda for "
+            "correct, -1 for wrong (needs scale_rewards: none). Both need a binary correctness reward; "
+            "loss_type applies to them unchanged."
+        },
+    )
+    pass_k: int = field(
+        default=4,
+        metadata={"help": "k of the pass@k advantage (advantage: pass_at_k); 1 <= k <= num_generations."},
+    )
+    w_reinforce_lambda: float = field(
+        default=0.1,
+        metadata={"help": "W-REINFORCE weight of positive samples (advantage: w_reinforce); paper: 0.1."},
+    )
+    unlikeliness_beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "Unlikeliness reward (He et al. 2025, arXiv 2506.02355), 0: off. Each correct sample's "
+            "reward is scaled by 1 - beta * rank / G, rank = how many of its group's correct samples have a "
+            "lower sequence log-likelihood under the sampling policy (so the most likely is penalised most); "
+            "then GRPO's advantage (scale_rewards as set). 0.25 in the paper; in [0, 1]."
+        },
     )
     format_reward_weight: float = field(
         default=0.0,
@@ -252,6 +283,7 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
         )
     if config.probe_by not in PROBE_BY:
         raise ConfigError(f"probe_by: {config.probe_by!r} is not one of {PROBE_BY}")
+    check_exploration(config)
     if config.probe_steps and not config.probe_recipe:
         raise ConfigError("probe_steps set but probe_recipe is empty")
     if config.probe_recipe:
@@ -267,6 +299,56 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
             )
     if config.probe_n is not None and config.probe_n < 1:
         raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")
+
+
+def check_exploration(config: LeashGRPOConfig) -> None:
+    """Refuse, by name, exploration options that TRL's settings would silently change or contradict."""
+    if config.advantage not in ADVANTAGES:
+        raise ConfigError(f"advantage: {config.advantage!r} is not one of {ADVANTAGES}")
+    if not 0.0 <= config.unlikeliness_beta <= 1.0:
+        raise ConfigError(f"unlikeliness_beta must be in [0, 1], got {config.unlikeliness_beta}")
+    options = [name for name, on in (("advantage", config.advantage != "grpo"),
+                                     ("unlikeliness_beta", config.unlikeliness_beta > 0)) if on]  # fmt: skip
+    if not options:
+        return
+    named = " and ".join(f"{name}={getattr(config, name)!r}" for name in options)
+    if len(options) > 1:
+        raise ConfigError(
+            f"{named}: the unlikeliness reward reshapes GRPO's rewards, the other advantages need binary "
+            "rewards; choose one"
+        )
+    if config.format_reward_weight or (config.reward_weights and len(config.reward_weights) > 1):
+        raise ConfigError(f"{named} needs the binary correctness reward alone; set format_reward_weight: 0")
+    if config.multi_objective_aggregation != "sum_then_normalize":
+        raise ConfigError(
+            f"{named} replaces TRL's sum_then_normalize advantages; "
+            f"multi_objective_aggregation={config.multi_objective_aggregation!r} would be ignored"
+        )
+    if config.advantage == "pass_at_k":
+        if not 1 <= config.pass_k <= config.num_generations:
+            raise ConfigError(
+                f"pass_k={config.pass_k}: the pass@k advantage needs 1 <= k <= num_generations "
+                f"({config.num_generations})"
+            )
+        if config.scale_rewards == "batch":
+            raise ConfigError(
+                "advantage=pass_at_k with scale_rewards='batch': the pass@k advantage is scaled per group "
+                "(by its sigma: scale_rewards: group) or not at all (none)"
+            )
+    if config.advantage == "w_reinforce":
+        if config.w_reinforce_lambda <= 0:
+            raise ConfigError(f"w_reinforce_lambda must be > 0, got {config.w_reinforce_lambda}")
+        if config.scale_rewards != "none":
+            raise ConfigError(
+                f"advantage=w_reinforce with scale_rewards={config.scale_rewards!r}: W-REINFORCE uses +1/-1 "
+                "rewards with no group baseline and no std scaling; set scale_rewards: none"
+            )
+    if config.dynamic_sampling and config.advantage != "pass_at_k":
+        raise ConfigError(
+            f"{named} with dynamic_sampling: uniform-reward groups carry gradient under this option "
+            "(W-REINFORCE pushes down all-wrong groups; the unlikeliness reward ranks all-correct ones), "
+            "so dropping them changes the method"
+        )
 
 
 def model_init_kwargs(config: LeashGRPOConfig, model_args: ModelConfig) -> dict:

@@ -1,4 +1,6 @@
-"""ProRL pieces that TRL's GRPOTrainer lacks: hard reference resets and dynamic sampling.
+"""ProRL pieces that TRL's GRPOTrainer lacks: hard reference resets and dynamic sampling; and the trainer
+that also carries the exploration options (train/exploration.py: pass@k advantage, W-REINFORCE, the
+unlikeliness reward), which replace TRL's advantages of each scored generation batch.
 
 - Reference reset: every `ref_reset_steps` optimizer steps the reference model becomes a copy of the
   policy (the KL anchor moves to where the policy is now), and by default the optimizer state is
@@ -27,6 +29,7 @@ from trl.trainer.callbacks import SyncRefModelCallback
 
 from probe.distributed import barrier
 from train.checkpoints import REFERENCE_FILE, mark_checkpoint_complete
+from train.exploration import exploration_advantages
 
 # Per-row tensors of a scored batch: how each is padded when rows of two batches are combined.
 LEFT_PADDED = ("prompt_ids", "prompt_mask")
@@ -108,7 +111,8 @@ def clear_optimizer_state(optimizer) -> None:
 
 
 class LeashGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer + dynamic sampling + a place where callbacks add values to the trainer's own log row."""
+    """GRPOTrainer + exploration advantages + dynamic sampling + a place where callbacks add values to the
+    trainer's own log row."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -154,11 +158,57 @@ class LeashGRPOTrainer(GRPOTrainer):
         return self._last_rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        # why: dynamic sampling acts on the scored generation batch, before TRL splits it into steps.
-        output = super()._generate_and_score_completions(inputs)
+        # why: exploration options and dynamic sampling act on the scored generation batch, before TRL
+        # splits it into steps.
+        output = self._scored(inputs)
         if not (self.args.dynamic_sampling and self.model.training):
             return output
         return self._dynamic_sampling(inputs, output)
+
+    def _scored(self, inputs) -> dict:
+        """TRL's scored batch, its advantages replaced when an exploration option is on (training only)."""
+        output = super()._generate_and_score_completions(inputs)
+        args = self.args
+        if self.model.training and (args.advantage != "grpo" or args.unlikeliness_beta > 0):
+            output["advantages"] = self._exploration_advantages(output)
+        return output
+
+    def _exploration_advantages(self, output: dict) -> torch.Tensor:
+        """(local rows,) advantages from the gathered rewards of the batch scored last."""
+        args = self.args
+        rewards = weighted_rewards(
+            self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device)
+        )  # (global rows,)
+        logps = self._sequence_logps(output) if args.unlikeliness_beta > 0 else None  # (global rows,)
+        advantages = exploration_advantages(
+            rewards,
+            self.num_generations,
+            advantage=args.advantage,
+            scale_rewards=args.scale_rewards,
+            pass_k=args.pass_k,
+            w_reinforce_lambda=args.w_reinforce_lambda,
+            unlikeliness_beta=args.unlikeliness_beta,
+            sequence_logps=logps,
+        )  # (global rows,)
+        local = output["advantages"].size(0)
+        start = self.accelerator.process_index * local
+        return advantages[start : start + local].to(output["advantages"].dtype)
+
+    def _sequence_logps(self, output: dict) -> torch.Tensor:
+        """(global rows,) log-likelihood of each completion under the policy that sampled it (temperature
+        applied, as TRL scores tokens): TRL's old log-probs when it kept them, else one no-grad forward."""
+        mask = output["completion_mask"]  # (local rows, completion length)
+        logps = output.get("old_per_token_logps")
+        if logps is None:
+            with torch.no_grad():
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model,
+                    torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1),
+                    torch.cat([output["prompt_mask"], mask], dim=1),
+                    output["completion_ids"].size(1),
+                    batch_size=self.args.per_device_train_batch_size,
+                )
+        return self.accelerator.gather((logps * mask).sum(dim=1))  # (global rows,)
 
     def _informative_rows(self) -> torch.Tensor:
         """(global rows,) bool for the batch scored last: False for rows of uniform-reward groups."""
@@ -190,7 +240,7 @@ class LeashGRPOTrainer(GRPOTrainer):
             return bool((found < local).any())
 
         while len(batches) <= self.args.dynamic_sampling_max_tries and short_on_some_rank():
-            batches.append(super()._generate_and_score_completions(self._refill_inputs(len(batches), local)))
+            batches.append(self._scored(self._refill_inputs(len(batches), local)))
             informative.append(self._informative_rows())
         self._metrics["train"]["prorl/dynamic_sampling/refill_rounds"].append(float(len(batches) - 1))
 

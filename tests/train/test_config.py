@@ -74,3 +74,45 @@ def test_probe_by_is_trainer_or_watcher(tmp_path, tiny_random_model):
         validate(config, model_args)
     config.probe_by = "watcher"
     validate(config, model_args)
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        ({"advantage": "ppo"}, "advantage: 'ppo' is not one of"),
+        ({"advantage": "pass_at_k", "pass_k": 9}, "pass_k=9"),
+        ({"advantage": "pass_at_k", "scale_rewards": "batch"}, "scale_rewards='batch'"),
+        ({"advantage": "w_reinforce"}, "scale_rewards='group'"),
+        (
+            {"advantage": "w_reinforce", "scale_rewards": "none", "w_reinforce_lambda": 0.0},
+            "w_reinforce_lambda",
+        ),
+        ({"unlikeliness_beta": 1.5}, "unlikeliness_beta must be in"),
+        ({"unlikeliness_beta": 0.25, "advantage": "pass_at_k"}, "choose one"),
+        ({"unlikeliness_beta": 0.25, "format_reward_weight": 0.5}, "format_reward_weight: 0"),
+        ({"advantage": "pass_at_k", "multi_objective_aggregation": "normalize_then_sum"}, "would be ignored"),
+        ({"unlikeliness_beta": 0.25, "dynamic_sampling": True}, "dynamic_sampling"),
+        ({"advantage": "w_reinforce", "scale_rewards": "none", "dynamic_sampling": True}, "dynamic_sampling"),
+    ],
+)
+def test_exploration_options_refuse_what_would_change_them_silently(overrides, named, tiny_random_model):
+    settings = dict(
+        output_dir="unused", use_cpu=True, bf16=False, num_generations=8, per_device_train_batch_size=8
+    )
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        config = LeashGRPOConfig(**settings, **overrides)
+        validate(config, ModelConfig(model_name_or_path=str(tiny_random_model)))
+
+
+def test_exploration_options_that_fit_are_accepted(tiny_random_model):
+    settings = dict(
+        output_dir="unused", use_cpu=True, bf16=False, num_generations=8, per_device_train_batch_size=8
+    )
+    model_args = ModelConfig(model_name_or_path=str(tiny_random_model))
+    for overrides in (
+        {"advantage": "pass_at_k", "pass_k": 8, "dynamic_sampling": True},
+        {"advantage": "pass_at_k", "scale_rewards": "none"},
+        {"advantage": "w_reinforce", "scale_rewards": "none"},
+        {"unlikeliness_beta": 0.25, "scale_rewards": "batch"},
+    ):
+        validate(LeashGRPOConfig(**settings, **overrides), model_args)
