@@ -79,6 +79,13 @@ class LeashGRPOConfig(GRPOConfig):
             "RUN --config <probe recipe>` probes beside it."
         },
     )
+    probe_num_problems: int | None = field(
+        default=None,
+        metadata={
+            "help": "In-training probes use the probe set's first this many problems (all are still held out "
+            "of training); None: all."
+        },
+    )
     probe_at_start: bool = field(
         default=True,
         metadata={"help": "Probe the base model at step 0 (the reference for probe/vs_base/* rates)."},
@@ -299,6 +306,8 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
             )
     if config.probe_n is not None and config.probe_n < 1:
         raise ConfigError(f"probe_n must be >= 1, got {config.probe_n}")
+    if config.probe_num_problems is not None and config.probe_num_problems < 1:
+        raise ConfigError(f"probe_num_problems must be >= 1, got {config.probe_num_problems}")
 
 
 def check_exploration(config: LeashGRPOConfig) -> None:

@@ -6,13 +6,14 @@ inputs travel with each prompt (`fields` as a JSON string: Arrow needs one type 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 
 from datasets import Dataset
 
 from probe.cli import ConfigError
-from probe.tasks import countdown_key
+from probe.tasks import TaskConfig, countdown_key, make_task
 
 
 def problems_dataset(problems: Sequence, conversational: bool = False) -> Dataset:
@@ -60,3 +61,18 @@ def check_no_overlap(train_problems: Sequence, probe_problems: Sequence) -> None
             f"(e.g. {shared[:3]}); give train_task and the probe recipe disjoint ranges, "
             "or set holdout_probe_problems: true"
         )
+
+
+def first_problems(task_config: TaskConfig, count: int, every_problem: Sequence):
+    """(task, problems) of the probe set's first `count` problems, the task's own config saying
+    num_problems = count (so a probe dir's identity names the set it holds); refused unless they are the
+    first `count` of `every_problem` (a task that samples its set by seed may draw another one)."""
+    task = make_task(dataclasses.replace(task_config, num_problems=count))
+    problems = task.problems()
+    if [p.problem_id for p in problems] != [p.problem_id for p in every_problem[:count]]:
+        task.close()
+        raise ConfigError(
+            f"probe_num_problems={count}: {task_config.task}'s first {count} problems are not the first "
+            f"{count} of its {len(every_problem)}-problem set; probe the whole set (probe_num_problems: null)"
+        )
+    return task, problems

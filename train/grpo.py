@@ -37,7 +37,7 @@ from train.checkpoints import (
     set_aside_incomplete,
 )
 from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
-from train.data import check_no_overlap, problems_dataset, without_probe_problems
+from train.data import check_no_overlap, first_problems, problems_dataset, without_probe_problems
 from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
 from train.rewards import make_format_reward, make_reward_function
 
@@ -136,6 +136,11 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
         )
         train_problems = kept
     check_no_overlap(train_problems, probe_problems)
+    if probe_task is not None and config.probe_num_problems is not None:  # held out in full, probed in part
+        probe_task.close()
+        probe_task, probe_problems = first_problems(
+            probe_task_config, config.probe_num_problems, probe_problems
+        )
     dataset = problems_dataset(train_problems, conversational=train_task.config.prompt_format == "chat")
 
     # --- model (TRL loads it, and the reference, from model_name_or_path with model_init_kwargs)
