@@ -10,6 +10,8 @@ the base model) serving as the reference:
                       against last probe point), when `python -m probe ppl` output is given or
                       found at RUN/ppl/*/ppl.parquet (columns problem_id, trace_index, ppl, num_tokens)
 
+and a study's trajectories.png (`figure_study`, written by `python -m train.study`).
+
 Matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
 """
 
@@ -29,6 +31,7 @@ from matplotlib.ticker import ScalarFormatter
 from probe import store
 from probe.compare import compare_pair
 from probe.files import check_output_dir
+from probe.matched import at_level
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem, k_ladder, pass_at_k, summarize
 from probe.store import ProbeResult
 
@@ -158,6 +161,57 @@ def figure_ppl_by_class(probes: list[ProbeResult], ppl_sources: dict[str, dict[s
     ax.set_title("perplexity of external traces by support class")
     ax.legend(fontsize="small")
     return figure
+
+
+def figure_study(trajectories: dict, final: dict, n: int, final_n: int) -> Figure:
+    """A study: support size and NSCR at the trajectory budget n against pass@1 gain, one line per entry
+    (mean over seeds, band +- sample std, up to the gain every seed reaches), and NSCR at the final budget
+    against the gain measured there (mean +- std per entry). trajectories: entry -> per seed
+    probe.matched trajectory; final: entry -> key -> seed spread."""
+    figure = Figure(figsize=(14.0, 4.6), layout="constrained")
+    support_ax, nscr_ax, final_ax = figure.subplots(1, 3)
+    for index, (entry, runs) in enumerate(trajectories.items()):
+        colour = f"C{index % 10}"
+        top = min(max(p["gain"] for p in points) for points in runs)
+        grid = np.linspace(0.0, max(top, 0.0), 25)[1:]  # (levels,) gains above the base
+        for ax, key in ((support_ax, "support_size"), (nscr_ax, f"NSCR@{n}")):
+            base = [points[0].get(key) for points in runs]
+            curves = [[_value(at_level(points, g), key) for g in grid] for points in runs]
+            values = np.array([[_value({key: b}, key), *c] for b, c in zip(base, curves, strict=True)])
+            x = np.concatenate(([0.0], grid))  # (levels + 1,)
+            mean = np.nanmean(values, axis=0)  # (levels + 1,)
+            std = np.nanstd(values, axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
+            ax.plot(x, mean, color=colour, label=f"{entry} ({len(runs)} seeds)")
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+        values = final.get(entry, {})
+        gain, nscr = values.get("gain", {}), values.get(f"NSCR@{final_n}", {})
+        if gain.get("mean") is not None and nscr.get("mean") is not None:
+            final_ax.errorbar(
+                gain["mean"], nscr["mean"], xerr=gain.get("std") or 0, yerr=nscr.get("std") or 0,
+                fmt="o", color=colour, capsize=3, label=entry,
+            )  # fmt: skip
+    support_ax.set_ylabel(f"support size at n={n} (problems)")
+    nscr_ax.set_ylabel(f"NSCR against the base at n={n}")
+    final_ax.set_ylabel(f"NSCR against the base at n={final_n}")
+    for ax in (support_ax, nscr_ax):
+        ax.set_xlabel(f"pass@1 gain over the base (n={n} trajectory points, interpolated)")
+    final_ax.set_xlabel(f"pass@1 gain at n={final_n} (the point nearest the matched level)")
+    for ax in (nscr_ax, final_ax):
+        ax.axhline(0.0, color="black", linewidth=0.5)
+    for ax in (support_ax, nscr_ax, final_ax):
+        ax.grid(True, alpha=0.3)
+    support_ax.set_title("support against pass@1 (bands: seeds)")
+    nscr_ax.set_title("NSCR against pass@1")
+    final_ax.set_title(f"at n={final_n}, mean +- std over seeds")
+    support_ax.legend(fontsize="small")
+    return figure
+
+
+def _value(values: dict | None, key: str) -> float:
+    """A trajectory value as a float; NaN where the run has none (undefined rate, level not reached)."""
+    if values is None or values.get(key) is None:
+        return math.nan
+    return float(values[key])
 
 
 def save(figure: Figure, path: Path) -> Path:

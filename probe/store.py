@@ -19,7 +19,15 @@ rewrites them byte for byte (gzip with mtime 0, no file name).
 
 A training run dir RUN holds one probe dir per probe point, RUN/probes/step-NNNNNN/ (`probe_dir`), and
 `probe ppl` output dirs (OUT/ppl.parquet: problem_id, trace_index, ppl, num_tokens; OUT/ppl_summary.json)
-may sit under RUN/ppl/*/.
+may sit under RUN/ppl/*/. A study (`python -m train.study`) adds, per run, RUN/final_probes/step-NNNNNN/
+(`final_probe_dir`: a checkpoint probed again at the end of the study, at the probe recipe's own budget).
+
+Study dir layout (`study_run_dir`, `study_base_dir`):
+
+    STUDY/base/probes/step-000000/         the base probed as the runs probe while training (copied into
+                                           every run's probes/step-000000/: the same model, problems, seeds)
+    STUDY/base/final_probes/step-000000/   the base at the final budget
+    STUDY/runs/<entry>/seed-<s>/           one training run dir per entry and seed (its recipe.yaml first)
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ PROBLEMS = "problems.parquet"
 SUMMARY = "summary.json"
 RUN_PROBES = "probes"  # RUN/probes/step-NNNNNN/
 STEP_PREFIX = "step-"
+RUN_FINAL_PROBES = "final_probes"  # RUN/final_probes/step-NNNNNN/ (a study's end-of-study probes)
+STUDY_BASE = "base"  # STUDY/base/: the base model's probes, laid out as a run's
+STUDY_RUNS = "runs"  # STUDY/runs/<entry>/seed-<s>/
+SEED_PREFIX = "seed-"
 RUN_PPL = "ppl"  # RUN/ppl/<name>/ppl.parquet
 PPL_TABLE = "ppl.parquet"
 PPL_SUMMARY = "ppl_summary.json"
@@ -437,6 +449,21 @@ def _type_names(types) -> str:
 def probe_dir(run_dir: str | os.PathLike, step: int) -> Path:
     """RUN/probes/step-NNNNNN: where the probe of training step `step` is written."""
     return Path(run_dir) / RUN_PROBES / f"{STEP_PREFIX}{step:06d}"
+
+
+def final_probe_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """RUN/final_probes/step-NNNNNN: where a study probes checkpoint `step` again at the final budget."""
+    return Path(run_dir) / RUN_FINAL_PROBES / f"{STEP_PREFIX}{step:06d}"
+
+
+def study_base_dir(study_dir: str | os.PathLike) -> Path:
+    """STUDY/base: the base model's probes, at step 0 of probes/ and final_probes/."""
+    return Path(study_dir) / STUDY_BASE
+
+
+def study_run_dir(study_dir: str | os.PathLike, entry: str, seed: int) -> Path:
+    """STUDY/runs/<entry>/seed-<s>: the training run dir of one entry and seed."""
+    return Path(study_dir) / STUDY_RUNS / entry / f"{SEED_PREFIX}{seed}"
 
 
 def run_probe_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
