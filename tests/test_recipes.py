@@ -18,7 +18,7 @@ def _recipes(kind: str) -> list[Path]:
 
 
 def test_every_recipe_directory_has_recipes():
-    for kind in ("accelerate", "base", "probe", "train"):
+    for kind in ("accelerate", "base", "probe", "train", "study"):
         assert _recipes(kind), f"configs/{kind}/ holds no recipe"
 
 
@@ -55,6 +55,19 @@ def test_train_recipe_parses(path, tmp_path):
     )
     assert config.num_generations >= 2
     assert model_args.model_name_or_path
+
+
+@pytest.mark.parametrize("path", _recipes("study"), ids=lambda p: p.name)
+def test_study_recipe_parses_with_every_entry(path, tmp_path):
+    from train.config import check_exploration
+    from train.study import StudyConfig, check_study, parse_recipe
+
+    (study,) = parse((StudyConfig,), ["--config", str(path), "--output_dir", str(tmp_path)])
+    check_study(study)
+    recipe = yaml.safe_load((CONFIGS.parent / study.train_recipe).read_text())
+    for overrides in study.entries.values():  # each run's recipe, as the study builds it
+        config, _ = parse_recipe({**recipe, **overrides, "output_dir": str(tmp_path)})
+        check_exploration(config)
 
 
 @pytest.mark.parametrize("path", _recipes("accelerate"), ids=lambda p: p.name)

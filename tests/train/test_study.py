@@ -1,0 +1,140 @@
+"""`python -m train.study`: refusals before any work, and a tiny end-to-end study (2 entries x 2 seeds)
+that trains, probes, compares at matched pass@1, logs to W&B offline as one group, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from test_grpo import TRAIN_TASK, wandb_records
+
+from probe import store
+from probe.cli import ConfigError
+from train import study
+from train.study import StudyConfig, check_study, plan_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_recipes(tmp_path: Path, tiny_base: Path, tiny_probe_recipe: Path, **train_overrides) -> Path:
+    """A tiny train recipe (the toy recipe, 4 steps, probes every 2 on 12 problems at n = 4) and a probe
+    recipe whose own budget (n = 16 on all 24 problems) is the study's final one."""
+    probe_recipe = tmp_path / "probe.yaml"
+    probe_recipe.write_text(tiny_probe_recipe.read_text() + "n: 16\nbatch_size: 16\nmax_new_tokens: 16\n")
+    recipe = yaml.safe_load((ROOT / "configs" / "train" / "countdown_tiny.yaml").read_text())
+    recipe.update(
+        model_name_or_path=str(tiny_base), probe_recipe=str(probe_recipe), probe_n=4, probe_num_problems=12,
+        probe_steps=2, max_steps=4, save_steps=2, logging_steps=1, max_completion_length=16,
+        per_device_train_batch_size=16, train_task=TRAIN_TASK, learning_rate=1e-3, epsilon_high=0.2,
+    )  # fmt: skip
+    recipe.update(train_overrides)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def study_config(tmp_path: Path, train_recipe: Path, **overrides) -> StudyConfig:
+    settings = dict(
+        output_dir=str(tmp_path / "study"),
+        train_recipe=str(train_recipe),
+        entries={"grpo": {}, "pass_at_k": {"advantage": "pass_at_k", "pass_k": 2}},
+        seeds=[0, 1],
+        num_levels=2,
+    )
+    settings.update(overrides)
+    return StudyConfig(**settings)
+
+
+# --- refusals (before anything is written)
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        ({"entries": {"grpo": {"max_steps": 8}}}, r"entries.grpo overrides \['max_steps'\]"),
+        ({"entries": {"grpo": {}, "bad one": {}}}, "'bad one' is not a usable name"),
+        ({"entries": {"kl": {"beta": 0.04}}}, "reference_entry: 'grpo' is not an entry"),
+        ({"seeds": [1, 1]}, "distinct seeds"),
+        ({"levels": [0.0]}, "levels must be > 0"),
+    ],
+)
+def test_a_bad_study_is_refused_naming_the_problem(overrides, named, tmp_path):
+    with pytest.raises(ConfigError, match=named):
+        check_study(study_config(tmp_path, tmp_path / "unused.yaml", **overrides))
+
+
+def test_an_entry_with_a_bad_recipe_is_refused_before_any_run(tiny_base, tiny_probe_recipe, tmp_path):
+    recipe = write_recipes(tmp_path, tiny_base, tiny_probe_recipe)
+    entries = {"grpo": {}, "typo": {"learning_rat": 1e-4}}
+    with pytest.raises(ConfigError, match=r"entries.typo \(seed 0\).*learning_rat"):
+        plan_runs(study_config(tmp_path, recipe, entries=entries))
+    entries = {"grpo": {}, "more": {"per_device_train_batch_size": 32}}
+    with pytest.raises(ConfigError, match="the same budget means the same samples per step"):
+        plan_runs(study_config(tmp_path, recipe, entries=entries))
+    assert not (tmp_path / "study").exists()
+
+
+# --- end to end
+
+
+def run_dirs(study_dir: Path) -> list[Path]:
+    return sorted(study_dir.glob("runs/*/seed-*"))
+
+
+@pytest.mark.slow
+def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_recipe, tmp_path, monkeypatch):
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: W&B falls back to offline by itself
+    config = study_config(tmp_path, write_recipes(tmp_path, tiny_base, tiny_probe_recipe))
+    study_dir = Path(config.output_dir)
+    result = study.main(config)
+
+    # every run trained from the shared base probe, probed every 2 steps, and once more at the end
+    base_point = store.probe_dir(store.study_base_dir(study_dir), 0)
+    assert [p.relative_to(study_dir).as_posix() for p in run_dirs(study_dir)] == [
+        "runs/grpo/seed-0", "runs/grpo/seed-1", "runs/pass_at_k/seed-0", "runs/pass_at_k/seed-1",
+    ]  # fmt: skip
+    for run_dir in run_dirs(study_dir):
+        assert [step for step, _ in store.run_probe_dirs(run_dir)] == [0, 2, 4]
+        copied = store.probe_dir(run_dir, 0) / store.PROBLEMS
+        assert copied.read_bytes() == (base_point / store.PROBLEMS).read_bytes()
+        assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == int(run_dir.name[-1])
+        (final,) = (run_dir / store.RUN_FINAL_PROBES).iterdir()
+        probe = store.load_probe(final)
+        assert (probe.n, len(probe.records)) == (16, 24)
+    assert len(store.load_probe(base_point).records) == 12
+    # the comparison: both entries at the final budget with both seeds, at matched levels
+    assert result["final"]["n"] == 16 and result["trajectory"]["n"] == 4
+    for entry in ("grpo", "pass_at_k"):
+        assert result["final"]["entries"][entry]["gain"]["seeds"] == 2
+        assert "NSCR@16" in result["final"]["entries"][entry]
+    text = (study_dir / "study.md").read_text()
+    assert "| pass_at_k |" in text and "## At n = 16" in text
+    assert (study_dir / "trajectories.png").stat().st_size > 10_000
+    # W&B: every run and the summary in the study's group, offline
+    groups = []
+    for path in study_dir.rglob("wandb/offline-run-*/run-*.wandb"):
+        groups += [r.run.run_group for r in wandb_records(path) if r.WhichOneof("record_type") == "run"]
+    assert groups and set(groups) == {"study"} and len(set(study_dir.rglob("offline-run-*"))) == 5
+
+    # rerun: every finished run is reused, nothing trains again
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(study, "train_main", no_training)
+    again = study.main(config)
+    assert again["final"] == result["final"]
+    # a run killed after its step-2 checkpoint resumes from it
+    monkeypatch.undo()
+    killed = study_dir / "runs" / "grpo" / "seed-1"
+    for path in (killed / "checkpoint-4", store.probe_dir(killed, 4)):
+        __import__("shutil").rmtree(path)
+    kept = (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
+    study.main(config)
+    assert (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == kept
+    state = json.loads((killed / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and store.is_finished(store.probe_dir(killed, 4))

@@ -1,0 +1,461 @@
+"""`python -m train.study --config configs/study/edge.yaml [--output_dir STUDY] [--seeds 0 1 2]`
+
+A study runs every entry (a name and recipe overrides) x every seed from one training recipe: the same
+base, data, probe and budget for all. Each run probes every `probe_steps` on the probe set's first
+`probe_num_problems` problems at `probe_n` samples (cheap points that make its trajectory). At the end,
+each run's probe point nearest the largest pass@1 gain every run reaches is probed again at the probe
+recipe's own budget on its whole set (n = 1024 on the edge set), and the base once. Everything is
+compared at matched pass@1 gain (probe/matched.py), never at equal steps, and written to
+STUDY/study.md, study.json and trajectories.png, and logged to W&B as one group per study (each run's
+training too).
+
+Resumable run by run: a run whose last checkpoint exists is reused, a killed one resumes from its last
+checkpoint (train.grpo.main), finished probe dirs are read, not redone. Runs train one after another in
+this process (a process per run would pay ~40 s of imports each on a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wandb
+import yaml
+from trl import ModelConfig
+
+from probe import store
+from probe.cli import ConfigError, RunFailed, parse, read_recipe, run_command
+from probe.matched import (
+    common_levels,
+    matched,
+    nearest_point,
+    point_values,
+    render_markdown,
+    seed_summary,
+    target,
+    trajectory,
+    with_rates,
+)
+from probe.models import load_model
+from probe.plots import figure_study, save
+from probe.run import RunArguments, probe_model
+from probe.run import main as probe_main
+from probe.tasks import make_task
+from train.callbacks import prepare_wandb_env
+from train.config import LeashGRPOConfig, load_probe_recipe, validate
+from train.data import first_problems
+from train.grpo import main as train_main
+
+logger = logging.getLogger("train.study")
+
+RECIPE = "recipe.yaml"  # RUN/recipe.yaml: the exact recipe of the run, written before it starts
+# Every run must share these (same base, data, probe and budget); an entry may not override them.
+SHARED_KEYS = (
+    "model_name_or_path",
+    "train_task",
+    "holdout_probe_problems",
+    "probe_recipe",
+    "probe_n",
+    "probe_num_problems",
+    "probe_steps",
+    "probe_at_start",
+    "max_steps",
+    "output_dir",
+    "seed",
+)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class StudyConfig:
+    """A study: entries x seeds from one training recipe, compared at matched pass@1."""
+
+    output_dir: str = field(default="", metadata={"help": "Study dir: base/, runs/, study.md, study.json."})
+    train_recipe: str = field(
+        default="", metadata={"help": "Training recipe every run starts from (same base, data, budget)."}
+    )
+    entries: dict | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "name -> recipe overrides (LeashGRPOConfig / ModelConfig keys; {}: the recipe as is), "
+            "in run order; a JSON object on the command line."
+        },
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of every entry."})
+    reference_entry: str = field(
+        default="grpo", metadata={"help": "The plain GRPO entry the target compares every option with."}
+    )
+    levels: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "pass@1 gains over the base to compare at; empty: num_levels evenly spaced up to the "
+            "largest gain every run reaches."
+        },
+    )
+    num_levels: int = field(default=3, metadata={"help": "Automatic levels (when `levels` is empty)."})
+    report_to: str = field(default="wandb", metadata={"help": "wandb (offline without a key) | none."})
+    wandb_project: str = field(
+        default="leash", metadata={"help": "W&B project; the group is the study name."}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.entries, str):  # from the command line
+            try:
+                self.entries = json.loads(self.entries)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"entries: not a JSON object: {self.entries!r} ({error})") from None
+        self.entries = self.entries or {}
+
+
+@dataclass
+class Run:
+    entry: str
+    seed: int
+    directory: Path
+    recipe: dict
+    config: LeashGRPOConfig
+    model_args: ModelConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry}/seed-{self.seed}"
+
+
+# --- config
+
+
+def check_study(config: StudyConfig) -> None:
+    if not config.output_dir:
+        raise ConfigError("StudyConfig.output_dir: required (--output_dir STUDY)")
+    if not isinstance(config.entries, dict) or not config.entries:
+        raise ConfigError("entries: give at least one entry (name: {recipe overrides})")
+    for name, overrides in config.entries.items():
+        if not NAME.match(str(name)):
+            raise ConfigError(f"entries: {name!r} is not a usable name (letters, digits, _ . -)")
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"entries.{name}: expected a mapping of recipe keys, got {overrides!r}")
+        shared = sorted(set(overrides) & set(SHARED_KEYS))
+        if shared:
+            raise ConfigError(
+                f"entries.{name} overrides {shared}: every run of a study shares the base, data, probe and "
+                "budget; set them in the train recipe"
+            )
+    if config.reference_entry not in config.entries:
+        raise ConfigError(f"reference_entry: {config.reference_entry!r} is not an entry")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"seeds: need distinct seeds, got {config.seeds}")
+    if any(level <= 0 for level in config.levels) or config.num_levels < 1:
+        raise ConfigError("levels must be > 0 (pass@1 gains) and num_levels >= 1")
+    if config.report_to not in ("wandb", "none"):
+        raise ConfigError(f"report_to: {config.report_to!r} is not one of ('wandb', 'none')")
+
+
+def plan_runs(config: StudyConfig) -> list[Run]:
+    """Every (entry, seed) with its parsed and validated recipe; refuses before anything is written."""
+    base_recipe = read_recipe(config.train_recipe)
+    runs = []
+    for entry, overrides in config.entries.items():
+        for seed in config.seeds:
+            directory = store.study_run_dir(config.output_dir, entry, seed)
+            recipe = {**base_recipe, **overrides, "seed": seed, "output_dir": str(directory)}
+            recipe["run_name"] = f"{Path(config.output_dir).name}/{entry}/seed-{seed}"
+            try:
+                train_config, model_args = parse_recipe(recipe)
+                validate(train_config, model_args)
+            except ConfigError as error:
+                raise ConfigError(f"entries.{entry} (seed {seed}): {error}") from None
+            runs.append(Run(entry, seed, directory, recipe, train_config, model_args))
+    first = runs[0].config
+    for run in runs:
+        if run.config.save_total_limit is not None:
+            raise ConfigError(
+                f"{run.name}: save_total_limit deletes the checkpoints the study probes at the end"
+            )
+        if run.config.generation_batch_size != first.generation_batch_size:
+            raise ConfigError(
+                f"{run.name}: {run.config.generation_batch_size} completions per generation batch, "
+                f"{runs[0].name} {first.generation_batch_size}: the same budget means the same samples per "
+                "step (keep per_device_train_batch_size; change num_generations alone)"
+            )
+    if not first.probe_recipe or not first.probe_steps:
+        raise ConfigError(
+            f"{config.train_recipe}: a study needs probe_recipe and probe_steps (its trajectories)"
+        )
+    return runs
+
+
+def parse_recipe(recipe: dict):
+    """(LeashGRPOConfig, ModelConfig) of a recipe mapping, through the one recipe parser."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(recipe, handle, sort_keys=False)
+    try:
+        return parse((LeashGRPOConfig, ModelConfig), ["--config", handle.name])
+    finally:
+        os.unlink(handle.name)
+
+
+# --- base probes
+
+
+def probe_base(run: Run, study_dir: Path) -> tuple[Path, Path]:
+    """(trajectory probe dir, final probe dir) of the base model, each probed once per study."""
+    config = run.config
+    task_config, final_config = load_probe_recipe(config.probe_recipe)
+    base = run.model_args.model_name_or_path
+    task = make_task(task_config)
+    problems = task.problems()
+    task.close()
+    point_task, point_problems = first_problems(
+        task_config, config.probe_num_problems or len(problems), problems
+    )
+    point_config = dataclasses.replace(final_config, n=config.probe_n or final_config.n)
+    trajectory_dir = store.probe_dir(store.study_base_dir(study_dir), 0)
+    if not store.is_finished(trajectory_dir):
+        model, tokenizer = load_model(base, point_config.dtype, point_config.device)
+        try:  # the very probe the trainer's callback makes at step 0 (same model name, problems, seeds)
+            probe_model(
+                model,
+                tokenizer,
+                point_task,
+                point_problems,
+                point_config,
+                trajectory_dir,
+                model_name=base,
+                progress=False,
+            )
+        finally:
+            point_task.close()
+    final_dir = store.final_probe_dir(store.study_base_dir(study_dir), 0)
+    if not store.is_finished(final_dir):
+        probe_main(
+            task_config, final_config, RunArguments(model=base, output_dir=str(final_dir), progress=False)
+        )
+    return trajectory_dir, final_dir
+
+
+def give_base_probe(run: Run, trajectory_dir: Path) -> None:
+    """Copy the base's trajectory probe into the run as its step 0 (whole, or not at all)."""
+    target = store.probe_dir(run.directory, 0)
+    if store.is_finished(target):
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    partial = target.with_name(f".{target.name}.copy")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(trajectory_dir, partial)
+    partial.rename(target)
+
+
+# --- runs
+
+
+@contextlib.contextmanager
+def run_environment(group: str):
+    """One run's environment: train.grpo sets WANDB_DIR, WANDB_RUN_ID, ... with setdefault for its run, so
+    every run starts from the study's own environment again; all join the study's W&B group."""
+    saved = dict(os.environ)
+    os.environ["WANDB_RUN_GROUP"] = group
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def checkpoint_dir(run: Run, step: int) -> Path:
+    return run.directory / f"checkpoint-{step}"  # transformers' Trainer names them so
+
+
+def is_trained(run: Run) -> bool:
+    return (checkpoint_dir(run, run.config.max_steps) / "trainer_state.json").is_file()
+
+
+def train_run(run: Run, trajectory_dir: Path, group: str) -> str:
+    """Train one run (or resume it); returns "reused" or "trained"."""
+    recipe_path = run.directory / RECIPE
+    if recipe_path.is_file():
+        old = yaml.safe_load(recipe_path.read_text())
+        if old != run.recipe:
+            changed = sorted(k for k in set(old) | set(run.recipe) if old.get(k) != run.recipe.get(k))
+            raise ConfigError(
+                f"{run.directory} holds a run of another recipe (changed: {', '.join(changed)}); "
+                "use another output_dir or remove that run dir"
+            )
+    if is_trained(run):
+        return "reused"
+    run.directory.mkdir(parents=True, exist_ok=True)
+    store.write_atomic(recipe_path, yaml.safe_dump(run.recipe, sort_keys=False).encode())
+    give_base_probe(run, trajectory_dir)
+    with run_environment(group):
+        train_main(run.config, run.model_args)
+    return "trained"
+
+
+# --- the end-of-study probes and the comparison
+
+
+def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> dict[str, Path]:
+    """Probe each run's point nearest `level` (its last point when there is none) at the probe recipe's
+    own budget; returns run name -> probe dir."""
+    task_config, final_config = load_probe_recipe(runs[0].config.probe_recipe)
+    out = {}
+    for run in runs:
+        points = trajectories[run.name]
+        index = nearest_point(points, level) if level is not None else len(points) - 1
+        step = int(points[index]["step"])
+        directory = store.final_probe_dir(run.directory, step)
+        if not store.is_finished(directory):
+            logger.info("final probe of %s at step %d (gain %.4f)", run.name, step, points[index]["gain"])
+            probe_main(
+                task_config,
+                final_config,
+                RunArguments(model=str(checkpoint_dir(run, step)), output_dir=str(directory), progress=False),
+            )
+        out[run.name] = directory
+    return out
+
+
+def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) -> dict:
+    """Trajectories, the matched comparison, the end-of-study comparison and the target; study.json."""
+    base_points, base_final = store.load_probe(base_dirs[0]), store.load_probe(base_dirs[1])
+    trajectories = {run.name: trajectory(base_points, store.load_run(run.directory)) for run in runs}
+    top = common_levels([max(p["gain"] for p in points) for points in trajectories.values()], 1)
+    level = top[0] if top else None
+    levels = list(config.levels) or common_levels(
+        [max(p["gain"] for p in points) for points in trajectories.values()], config.num_levels
+    )
+    by_entry = {entry: [trajectories[r.name] for r in runs if r.entry == entry] for entry in config.entries}
+    final_dirs = final_probes(runs, trajectories, level)
+    final = {}
+    for entry in config.entries:
+        per_seed = []
+        for run in (r for r in runs if r.entry == entry):
+            values = point_values(base_final, store.load_probe(final_dirs[run.name]))
+            values["step"] = float(final_dirs[run.name].name.removeprefix(store.STEP_PREFIX))
+            per_seed.append(values)
+        final[entry] = seed_summary([with_rates(v) for v in per_seed])
+    return {
+        "study": Path(config.output_dir).name,
+        "entries": {entry: overrides for entry, overrides in config.entries.items()},
+        "seeds": list(config.seeds),
+        "reference_entry": config.reference_entry,
+        "trajectory": {
+            "n": base_points.n,
+            "problems": len(base_points.records),
+            "eps": base_points.summary["metrics"]["eps"],
+        },
+        "final": {
+            "n": base_final.n,
+            "problems": len(base_final.records),
+            "level": level,
+            "base": base_final.summary["metrics"],
+            "entries": final,
+        },
+        "matched": matched(by_entry, levels),
+        "target": target(final, config.reference_entry, base_final.n),
+        "trajectories": trajectories,
+    }
+
+
+# --- W&B
+
+
+def log_to_wandb(config: StudyConfig, result: dict, figure: Path) -> None:
+    """One summary run in the study's W&B group (offline without a key): the final table and the figure."""
+    study_dir = Path(config.output_dir)
+    with run_environment(result["study"]):
+        prepare_wandb_env(study_dir, config.wandb_project)
+        run = wandb.init(group=result["study"], name=f"{result['study']}/summary", job_type="study")
+        final_n = result["final"]["n"]
+        keys = ["gain", "support_size", f"E@{final_n}", f"S@{final_n}", f"NSCR@{final_n}"]
+        table = wandb.Table(columns=["entry", *keys])
+        for entry, values in result["final"]["entries"].items():
+            table.add_data(entry, *(values.get(k, {}).get("mean") for k in keys))
+        run.log({"study/final": table, "study/trajectories": wandb.Image(str(figure))})
+        run.summary.update(
+            {
+                f"study/{entry}/{k}": values[k]["mean"]
+                for entry, values in result["final"]["entries"].items()
+                for k in keys
+                if k in values
+            }
+        )
+        run.finish()
+
+
+# --- main
+
+
+def main(config: StudyConfig) -> dict:
+    """Run (or resume) the study and write its comparison; returns study.json's content."""
+    # --- config (every entry parsed and validated before anything runs)
+    check_study(config)
+    runs = plan_runs(config)
+    study_dir = Path(config.output_dir)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
+    started, load_at_start = time.perf_counter(), os.getloadavg()
+    study_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- the base, probed once for every run
+    base_dirs = probe_base(runs[0], study_dir)
+
+    # --- runs, one after another
+    failed = []
+    for run in runs:
+        try:
+            status = train_run(run, base_dirs[0], study_dir.name)
+        except RunFailed as error:
+            failed.append(f"{run.name}: {error}")
+            continue
+        logger.info("%s %s (%.0f s into this invocation)", run.name, status, time.perf_counter() - started)
+    if failed:
+        raise RunFailed(f"{len(failed)} run(s) failed, the rest is kept: " + "; ".join(failed))
+
+    # --- end-of-study probes and the comparison
+    result = analyse(config, runs, base_dirs)
+    invocation = {
+        "seconds": time.perf_counter() - started,
+        "load_at_start": load_at_start,
+        "load_at_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    with open(study_dir / "invocations.jsonl", "a") as handle:  # wall time and load of every invocation
+        handle.write(json.dumps(invocation) + "\n")
+
+    # --- save
+    store.write_json(study_dir / "study.json", result)
+    markdown = render_markdown(result)
+    store.write_atomic(study_dir / "study.md", markdown.encode())
+    figure = save(
+        figure_study(
+            {e: [result["trajectories"][r.name] for r in runs if r.entry == e] for e in config.entries},
+            result["final"]["entries"],
+            result["trajectory"]["n"],
+            result["final"]["n"],
+        ),
+        study_dir / "trajectories.png",
+    )
+    if config.report_to == "wandb":
+        log_to_wandb(config, result, figure)
+    print(markdown)
+    print(f"wrote {study_dir / 'study.md'}, study.json and trajectories.png")
+    return result
+
+
+def cli(args: Sequence[str] | None = None) -> int:
+    """`python -m train.study`: the exit status under probe.cli's convention."""
+    return run_command("study", lambda: main(*parse((StudyConfig,), args)))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
