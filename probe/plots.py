@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,8 +180,10 @@ def figure_study(trajectories: dict, final: dict, n: int, final_n: int) -> Figur
             curves = [[_value(at_level(points, g), key) for g in grid] for points in runs]
             values = np.array([[_value({key: b}, key), *c] for b, c in zip(base, curves, strict=True)])
             x = np.concatenate(([0.0], grid))  # (levels + 1,)
-            mean = np.nanmean(values, axis=0)  # (levels + 1,)
-            std = np.nanstd(values, axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
+            with warnings.catch_warnings():  # why: a rate undefined for every seed is NaN, drawn as a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(values, axis=0)  # (levels + 1,)
+                std = np.nanstd(values, axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
             ax.plot(x, mean, color=colour, label=f"{entry} ({len(runs)} seeds)")
             ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
         values = final.get(entry, {})
