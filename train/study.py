@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import wandb
 import yaml
 from trl import ModelConfig
@@ -104,6 +106,17 @@ class StudyConfig:
         },
     )
     num_levels: int = field(default=3, metadata={"help": "Automatic levels (when `levels` is empty)."})
+    num_threads: int = field(
+        default=0,
+        metadata={"help": "torch CPU threads for the whole study (training and probes); 0: torch's default."},
+    )
+    train_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Probe the base and train the runs, then stop (no end-of-study probes or comparison): "
+            "to spread a study's entries over processes (`--entries` a JSON subset each), then run it whole."
+        },
+    )
     report_to: str = field(default="wandb", metadata={"help": "wandb (offline without a key) | none."})
     wandb_project: str = field(
         default="leash", metadata={"help": "W&B project; the group is the study name."}
@@ -151,12 +164,14 @@ def check_study(config: StudyConfig) -> None:
                 f"entries.{name} overrides {shared}: every run of a study shares the base, data, probe and "
                 "budget; set them in the train recipe"
             )
-    if config.reference_entry not in config.entries:
+    if config.reference_entry not in config.entries and not config.train_only:
         raise ConfigError(f"reference_entry: {config.reference_entry!r} is not an entry")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"seeds: need distinct seeds, got {config.seeds}")
     if any(level <= 0 for level in config.levels) or config.num_levels < 1:
         raise ConfigError("levels must be > 0 (pass@1 gains) and num_levels >= 1")
+    if config.num_threads < 0:
+        raise ConfigError(f"num_threads must be >= 0, got {config.num_threads}")
     if config.report_to not in ("wandb", "none"):
         raise ConfigError(f"report_to: {config.report_to!r} is not one of ('wandb', 'none')")
 
@@ -272,6 +287,24 @@ def run_environment(group: str):
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def exclusive(lock_path: Path, wait: bool = True):
+    """Hold an exclusive lock on `lock_path` (created if missing); yields True once held, or False at once
+    when `wait` is off and another process holds it. Study processes sharing a study dir (train_only over
+    entry subsets, or two analyses splitting the final probes) wait for each other or skip, never share a
+    run or a probe dir."""
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def checkpoint_dir(run: Run, step: int) -> Path:
     return run.directory / f"checkpoint-{step}"  # transformers' Trainer names them so
 
@@ -306,23 +339,28 @@ def train_run(run: Run, trajectory_dir: Path, group: str) -> str:
 
 def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> dict[str, Path]:
     """Probe each run's point nearest `level` (its last point when there is none) at the probe recipe's
-    own budget; returns run name -> probe dir."""
+    own budget; returns run name -> probe dir. A probe another process is making (a second analysis of the
+    same study) is skipped in the first pass and waited for in the second."""
     task_config, final_config = load_probe_recipe(runs[0].config.probe_recipe)
     out = {}
     for run in runs:
         points = trajectories[run.name]
         index = nearest_point(points, level) if level is not None else len(points) - 1
-        step = int(points[index]["step"])
-        directory = store.final_probe_dir(run.directory, step)
-        if not store.is_finished(directory):
-            logger.info("final probe of %s at step %d (gain %.4f)", run.name, step, points[index]["gain"])
-            probe_main(
-                task_config,
-                final_config,
-                RunArguments(model=str(checkpoint_dir(run, step)), output_dir=str(directory), progress=False),
-            )
-        out[run.name] = directory
-    return out
+        out[run.name] = (int(points[index]["step"]), points[index]["gain"])
+    for wait in (False, True):
+        for run in runs:
+            step, gain = out[run.name]
+            directory = store.final_probe_dir(run.directory, step)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            with exclusive(directory.with_name(f".{directory.name}.lock"), wait=wait) as held:
+                if not held or store.is_finished(directory):
+                    continue
+                logger.info("final probe of %s at step %d (gain %.4f)", run.name, step, gain)
+                arguments = RunArguments(
+                    model=str(checkpoint_dir(run, step)), output_dir=str(directory), progress=False
+                )
+                probe_main(task_config, final_config, arguments)
+    return {run.name: store.final_probe_dir(run.directory, out[run.name][0]) for run in runs}
 
 
 def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) -> dict:
@@ -396,6 +434,22 @@ def log_to_wandb(config: StudyConfig, result: dict, figure: Path) -> None:
 # --- main
 
 
+def record_invocation(study_dir: Path, started: float, load_at_start: tuple, config: StudyConfig) -> None:
+    """Append this invocation's wall time and the machine's load (1/5/15-minute averages) to
+    STUDY/invocations.jsonl: a study resumed over several invocations, or spread over processes, adds up."""
+    invocation = {
+        "entries": list(config.entries),
+        "train_only": config.train_only,
+        "seconds": time.perf_counter() - started,
+        "load_at_start": load_at_start,
+        "load_at_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    with open(study_dir / "invocations.jsonl", "a") as handle:
+        handle.write(json.dumps(invocation) + "\n")
+
+
 def main(config: StudyConfig) -> dict:
     """Run (or resume) the study and write its comparison; returns study.json's content."""
     # --- config (every entry parsed and validated before anything runs)
@@ -404,33 +458,39 @@ def main(config: StudyConfig) -> dict:
     study_dir = Path(config.output_dir)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     started, load_at_start = time.perf_counter(), os.getloadavg()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
     study_dir.mkdir(parents=True, exist_ok=True)
 
     # --- the base, probed once for every run
-    base_dirs = probe_base(runs[0], study_dir)
+    with exclusive(study_dir / ".base.lock"):
+        base_dirs = probe_base(runs[0], study_dir)
 
-    # --- runs, one after another
-    failed = []
-    for run in runs:
-        try:
-            status = train_run(run, base_dirs[0], study_dir.name)
-        except RunFailed as error:
-            failed.append(f"{run.name}: {error}")
-            continue
-        logger.info("%s %s (%.0f s into this invocation)", run.name, status, time.perf_counter() - started)
+    # --- runs, one after another; a run another process is training is skipped, then waited for
+    failed, done = [], set()
+    for wait in (False, True):
+        for run in (r for r in runs if r.name not in done):
+            try:
+                run.directory.parent.mkdir(parents=True, exist_ok=True)
+                with exclusive(run.directory.with_name(f".{run.directory.name}.lock"), wait=wait) as held:
+                    if not held:
+                        continue
+                    done.add(run.name)
+                    status = train_run(run, base_dirs[0], study_dir.name)
+            except RunFailed as error:
+                failed.append(f"{run.name}: {error}")
+                continue
+            seconds = time.perf_counter() - started
+            logger.info("%s %s (%.0f s into this invocation)", run.name, status, seconds)
     if failed:
         raise RunFailed(f"{len(failed)} run(s) failed, the rest is kept: " + "; ".join(failed))
+    if config.train_only:
+        record_invocation(study_dir, started, load_at_start, config)
+        return {}
 
     # --- end-of-study probes and the comparison
     result = analyse(config, runs, base_dirs)
-    invocation = {
-        "seconds": time.perf_counter() - started,
-        "load_at_start": load_at_start,
-        "load_at_end": os.getloadavg(),
-        "cpus": os.cpu_count(),
-    }
-    with open(study_dir / "invocations.jsonl", "a") as handle:  # wall time and load of every invocation
-        handle.write(json.dumps(invocation) + "\n")
+    record_invocation(study_dir, started, load_at_start, config)
 
     # --- save
     store.write_json(study_dir / "study.json", result)

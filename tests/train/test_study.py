@@ -3,16 +3,19 @@ that trains, probes, compares at matched pass@1, logs to W&B offline as one grou
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from test_grpo import TRAIN_TASK, wandb_records
 
 from probe import store
-from probe.cli import ConfigError
+from probe.cli import ConfigError, RunFailed
 from train import study
 from train.study import StudyConfig, check_study, plan_runs
 
@@ -58,6 +61,7 @@ def study_config(tmp_path: Path, train_recipe: Path, **overrides) -> StudyConfig
         ({"entries": {"grpo": {}, "bad one": {}}}, "'bad one' is not a usable name"),
         ({"entries": {"kl": {"beta": 0.04}}}, "reference_entry: 'grpo' is not an entry"),
         ({"seeds": [1, 1]}, "distinct seeds"),
+        ({"num_threads": -1}, "num_threads must be >= 0"),
         ({"levels": [0.0]}, "levels must be > 0"),
     ],
 )
@@ -75,6 +79,84 @@ def test_an_entry_with_a_bad_recipe_is_refused_before_any_run(tiny_base, tiny_pr
     with pytest.raises(ConfigError, match="the same budget means the same samples per step"):
         plan_runs(study_config(tmp_path, recipe, entries=entries))
     assert not (tmp_path / "study").exists()
+
+
+# --- resumable run by run (the trainer replaced: no model is trained here)
+
+
+def fake_trainer(calls: list[str], dies: str | None = None):
+    """A stand-in for train.grpo.main: records the run, writes its last checkpoint's trainer_state.json
+    (what marks a finished run), or, for the run named `dies`, fails before finishing as a killed one."""
+
+    def train(config, model_args):
+        name = config.run_name.split("/", 1)[1]
+        calls.append(name)
+        if name == dies:
+            raise RunFailed(f"{name} stopped")
+        last = Path(config.output_dir) / f"checkpoint-{config.max_steps}"
+        last.mkdir(parents=True)
+        (last / "trainer_state.json").write_text(json.dumps({"global_step": config.max_steps}))
+
+    return train
+
+
+def test_a_study_resumes_run_by_run(tiny_base, tiny_probe_recipe, tmp_path, monkeypatch):
+    recipe = write_recipes(tmp_path, tiny_base, tiny_probe_recipe)
+    config = study_config(tmp_path, recipe, train_only=True, report_to="none")
+    base_point = tmp_path / "base_point"
+    base_point.mkdir()
+    (base_point / "summary.json").write_text("{}")
+    monkeypatch.setattr(study, "probe_base", lambda run, study_dir: (base_point, base_point))
+
+    # a run dies: the others still train, the study fails naming it, and nothing finished is lost
+    calls = []
+    monkeypatch.setattr(study, "train_main", fake_trainer(calls, dies="pass_at_k/seed-0"))
+    with pytest.raises(RunFailed, match=r"1 run\(s\) failed.*pass_at_k/seed-0: pass_at_k/seed-0 stopped"):
+        study.main(config)
+    assert calls == ["grpo/seed-0", "grpo/seed-1", "pass_at_k/seed-0", "pass_at_k/seed-1"]
+    # run again: the finished runs are reused, only the dead one trains (train.grpo.main resumes it from
+    # its last checkpoint; tested in test_grpo and by the end-to-end study below)
+    calls.clear()
+    monkeypatch.setattr(study, "train_main", fake_trainer(calls))
+    study.main(config)
+    assert calls == ["pass_at_k/seed-0"]
+    for run_dir in run_dirs(Path(config.output_dir)):
+        assert store.is_finished(store.probe_dir(run_dir, 0)), "every run gets the base's probe as step 0"
+    invocations = (Path(config.output_dir) / "invocations.jsonl").read_text().splitlines()
+    assert len(invocations) == 1 and json.loads(invocations[0])["train_only"] is True
+    # a run dir made under another recipe is refused, not reused or overwritten
+    entries = {"grpo": {"learning_rate": 1e-4}, "pass_at_k": config.entries["pass_at_k"]}
+    changed = study_config(tmp_path, recipe, train_only=True, report_to="none", entries=entries)
+    with pytest.raises(ConfigError, match=r"grpo/seed-0 holds a run of another recipe \(changed: learning"):
+        study.main(changed)
+
+
+def test_final_probes_skip_one_another_process_is_making_then_wait_for_it(tmp_path, monkeypatch):
+    # two runs; another process holds run a's final-probe lock: run b is probed first, then a (the lock
+    # released without a finished probe, as by a process that died: this one makes it)
+    config = SimpleNamespace(probe_recipe="unused")
+    runs = [study.Run(e, 0, tmp_path / e / "seed-0", {}, config, None) for e in ("a", "b")]
+    trajectories = {r.name: [{"step": 0, "gain": 0.0}, {"step": 10, "gain": 0.02}] for r in runs}
+    locked = store.final_probe_dir(runs[0].directory, 10)
+    locked.parent.mkdir(parents=True)
+    holder = open(locked.with_name(f".{locked.name}.lock"), "a")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    calls = []
+
+    def probe(task_config, final_config, arguments):
+        calls.append(Path(arguments.model).relative_to(tmp_path).as_posix())
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        Path(arguments.output_dir).mkdir(parents=True)
+        (Path(arguments.output_dir) / store.SUMMARY).write_text("{}")
+
+    monkeypatch.setattr(study, "load_probe_recipe", lambda path: (None, None))
+    monkeypatch.setattr(study, "probe_main", probe)
+    dirs = study.final_probes(runs, trajectories, level=None)
+    assert calls == ["b/seed-0/checkpoint-10", "a/seed-0/checkpoint-10"]
+    assert dirs == {"a/seed-0": locked, "b/seed-0": store.final_probe_dir(runs[1].directory, 10)}
+    study.final_probes(runs, trajectories, level=None)  # finished probes are read, not redone
+    assert len(calls) == 2
+    holder.close()
 
 
 # --- end to end
@@ -132,7 +214,7 @@ def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_rec
     monkeypatch.undo()
     killed = study_dir / "runs" / "grpo" / "seed-1"
     for path in (killed / "checkpoint-4", store.probe_dir(killed, 4)):
-        __import__("shutil").rmtree(path)
+        shutil.rmtree(path)
     kept = (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
     study.main(config)
     assert (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == kept
