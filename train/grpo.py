@@ -139,7 +139,7 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
     if probe_task is not None and config.probe_num_problems is not None:  # held out in full, probed in part
         probe_task.close()
         probe_task, probe_problems = first_problems(
-            probe_task_config, config.probe_num_problems, probe_problems
+            probe_task.config, config.probe_num_problems, probe_problems
         )
     dataset = problems_dataset(train_problems, conversational=train_task.config.prompt_format == "chat")
 
