@@ -55,6 +55,7 @@ from probe.run import RunArguments, probe_model
 from probe.run import main as probe_main
 from probe.tasks import make_task
 from train.callbacks import prepare_wandb_env
+from train.checkpoints import final_is_complete
 from train.config import LeashGRPOConfig, load_probe_recipe, validate
 from train.data import first_problems
 from train.grpo import main as train_main
@@ -310,7 +311,10 @@ def checkpoint_dir(run: Run, step: int) -> Path:
 
 
 def is_trained(run: Run) -> bool:
-    return (checkpoint_dir(run, run.config.max_steps) / "trainer_state.json").is_file()
+    """The run's final model is saved whole at max_steps (train.checkpoints' manifest). Any other run,
+    killed before or while saving it, goes to train.grpo.main, which resumes it from its last complete
+    checkpoint or, at max_steps, saves the final model again."""
+    return final_is_complete(run.directory, run.config.max_steps)
 
 
 def train_run(run: Run, trajectory_dir: Path, group: str) -> str:

@@ -16,6 +16,7 @@ from test_grpo import TRAIN_TASK, wandb_records
 
 from probe import store
 from probe.cli import ConfigError, RunFailed
+from probe.files import write_manifest
 from train import study
 from train.study import StudyConfig, check_study, plan_runs
 
@@ -85,17 +86,17 @@ def test_an_entry_with_a_bad_recipe_is_refused_before_any_run(tiny_base, tiny_pr
 
 
 def fake_trainer(calls: list[str], dies: str | None = None):
-    """A stand-in for train.grpo.main: records the run, writes its last checkpoint's trainer_state.json
-    (what marks a finished run), or, for the run named `dies`, fails before finishing as a killed one."""
+    """A stand-in for train.grpo.main: records the run, writes its final model and the manifest that
+    marks it whole (a finished run), or, for the run named `dies`, fails before that as a killed one."""
 
     def train(config, model_args):
         name = config.run_name.split("/", 1)[1]
         calls.append(name)
         if name == dies:
             raise RunFailed(f"{name} stopped")
-        last = Path(config.output_dir) / f"checkpoint-{config.max_steps}"
-        last.mkdir(parents=True)
-        (last / "trainer_state.json").write_text(json.dumps({"global_step": config.max_steps}))
+        run_dir = Path(config.output_dir)
+        (run_dir / "model.safetensors").write_bytes(b"weights")
+        write_manifest(run_dir, store.FINAL_MANIFEST, ["model.safetensors"], global_step=config.max_steps)
 
     return train
 
@@ -215,6 +216,7 @@ def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_rec
     killed = study_dir / "runs" / "grpo" / "seed-1"
     for path in (killed / "checkpoint-4", store.probe_dir(killed, 4)):
         shutil.rmtree(path)
+    (killed / store.FINAL_MANIFEST).unlink()  # killed before its final save
     kept = (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
     study.main(config)
     assert (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == kept
