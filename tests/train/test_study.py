@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from test_grpo import TRAIN_TASK, wandb_records
+from test_grpo import TRAIN_TASK
+from wandb_offline import wandb_records
 
 from probe import store
 from probe.cli import ConfigError, RunFailed
