@@ -104,6 +104,15 @@ def common_levels(max_gains: Sequence[float], count: int) -> list[float]:
     return [round(top * (i + 1) / count, 6) for i in range(count)]
 
 
+def reference_levels(
+    trajectories: Mapping[str, Sequence[Sequence[Mapping[str, float]]]], reference: str, count: int
+) -> list[float]:
+    """`common_levels` of the `reference` entry's seeds (plain GRPO): options are compared at the gains
+    plain GRPO makes. An entry that does not reach a level is named there (`matched`); it never leaves
+    the study without levels, as taking every run's gains would when one entry never gains."""
+    return common_levels([max(p["gain"] for p in points) for points in trajectories[reference]], count)
+
+
 def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
     """Mean and sample standard deviation over seeds (None values left out; std needs two)."""
     known = np.array([v for v in values if v is not None], dtype=np.float64)
@@ -190,7 +199,8 @@ def render_markdown(result: dict) -> str:
         "",
         f"Trajectories: every probe point on {result['trajectory']['problems']} problems x n = {n}. "
         f"Final: {result['final']['problems']} problems x n = {final_n}, at each run's probe point nearest "
-        f"the pass@1 gain {result['final']['level']} (the largest every run reaches). Values: mean ± sample "
+        f"the pass@1 gain {result['final']['level']} (the largest every seed of {result['reference_entry']} "
+        "reaches; a run that never reaches it: its highest-gain point). Values: mean ± sample "
         "std over seeds; rates from the interpolated classes; — where undefined.",
     ]
     levels = result["matched"]["levels"]

@@ -39,10 +39,10 @@ from trl import ModelConfig
 from probe import store
 from probe.cli import ConfigError, RunFailed, parse, read_recipe, run_command
 from probe.matched import (
-    common_levels,
     matched,
     nearest_point,
     point_values,
+    reference_levels,
     render_markdown,
     seed_summary,
     target,
@@ -371,12 +371,10 @@ def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) 
     """Trajectories, the matched comparison, the end-of-study comparison and the target; study.json."""
     base_points, base_final = store.load_probe(base_dirs[0]), store.load_probe(base_dirs[1])
     trajectories = {run.name: trajectory(base_points, store.load_run(run.directory)) for run in runs}
-    top = common_levels([max(p["gain"] for p in points) for points in trajectories.values()], 1)
-    level = top[0] if top else None
-    levels = list(config.levels) or common_levels(
-        [max(p["gain"] for p in points) for points in trajectories.values()], config.num_levels
-    )
     by_entry = {entry: [trajectories[r.name] for r in runs if r.entry == entry] for entry in config.entries}
+    top = reference_levels(by_entry, config.reference_entry, 1)
+    level = top[0] if top else None
+    levels = list(config.levels) or reference_levels(by_entry, config.reference_entry, config.num_levels)
     final_dirs = final_probes(runs, trajectories, level)
     final = {}
     for entry in config.entries:

@@ -12,6 +12,7 @@ from probe.matched import (
     crossing,
     matched,
     nearest_point,
+    reference_levels,
     render_markdown,
     spread,
     target,
@@ -73,6 +74,22 @@ def test_nearest_point_takes_the_closer_side_of_the_crossing_never_the_base():
 def test_common_levels_stop_at_the_largest_gain_every_run_reaches():
     assert common_levels([0.1234, 0.2, 0.15], 3) == [0.041, 0.082, 0.123]
     assert common_levels([0.1, -0.01], 3) == []
+
+
+def test_levels_come_from_the_reference_entry_and_an_entry_that_never_gains_is_named():
+    # plain GRPO's seeds reach 0.0123 and 0.02 at best: levels up to 0.012; the option never gains
+    grpo = [
+        [{"gain": 0.0, "x": 0.0}, {"gain": 0.0123, "x": 1.0}],
+        [{"gain": 0.0, "x": 0.0}, {"gain": 0.02, "x": 1.0}],
+    ]
+    option = [[{"gain": 0.0, "x": 0.0}, {"gain": -0.01, "x": 1.0}]]
+    by_entry = {"grpo": grpo, "option": option}
+    assert reference_levels(by_entry, "grpo", 2) == [0.006, 0.012]
+    (level,) = matched(by_entry, [0.012])["levels"]
+    assert level["not_reached"] == ["option"] and level["entries"]["option"]["reached"] == 0
+    # at 0.012: seed 0 at 0.012 / 0.0123 of its way, seed 1 at 0.6: x is interpolated the same way
+    x = level["entries"]["grpo"]["values"]["x"]
+    assert x["mean"] == pytest.approx((0.012 / 0.0123 + 0.6) / 2) and x["seeds"] == 2
 
 
 def test_spread_is_mean_and_sample_std_over_seeds():
