@@ -176,8 +176,10 @@ def target(final: dict, reference: str, n: int) -> dict:
             "shrink_vs_reference": shrink / reference_shrink if reference_shrink > 0 else None,
             "NSCR": nscr,
             "E": expanded,
+            # None for the reference, and for every entry when the reference did not shrink (S - E <= 0):
+            # "shrinks 40% less than plain GRPO" is then undefined, neither met nor missed
             "met": None
-            if entry == reference
+            if entry == reference or less is None
             else bool(less and nscr is not None and nscr >= 0 and expanded > 0),
         }
     return out
@@ -274,7 +276,8 @@ def render_markdown(result: dict) -> str:
         "",
         f"Base: pass@1 {base['pass@1']:.4f}, support {base['support_size']}, answer H "
         f"{base['answer_entropy']:.3f}, distinct correct {base['distinct_correct']:.2f}. Target: net shrink "
-        f"(S - E) at most 60% of {result['reference_entry']}'s, NSCR >= 0 and E > 0.",
+        f"(S - E) at most 60% of {result['reference_entry']}'s, NSCR >= 0 and E > 0 (undefined when "
+        f"{result['reference_entry']}'s net shrink is not positive).",
         "",
     ]
     header = [
@@ -298,7 +301,10 @@ def render_markdown(result: dict) -> str:
     for entry, values in result["final"]["entries"].items():
         goal = result["target"][entry]
         ratio = "—" if goal["shrink_vs_reference"] is None else f"{goal['shrink_vs_reference']:.2f}"
-        met = "reference" if goal["met"] is None else ("met" if goal["met"] else "not met")
+        if entry == result["reference_entry"]:
+            met = "reference"
+        else:
+            met = "undefined" if goal["met"] is None else ("met" if goal["met"] else "not met")
         keys = [
             "support_size",
             *(f"{c}@{final_n}" for c in "PESO"),

@@ -130,6 +130,11 @@ def test_target_needs_less_shrink_nonnegative_nscr_and_expansion():
     assert result["no_new"]["met"] is False
     assert result["less_but_not_enough"]["met"] is False
     assert result["less_but_not_enough"]["shrink_vs_reference"] == pytest.approx(12 / 19, rel=1e-12)
+    # plain GRPO expanded on net (S - E = 2 - 6 < 0): "shrinks 40% less" is undefined for every option
+    final["grpo"] = entry(2, 6, 0.1)
+    result = target(final, "grpo", 8)
+    assert [result[e]["met"] for e in final] == [None] * 4
+    assert result["good"]["shrink_vs_reference"] is None
 
 
 def test_the_table_names_levels_entries_and_the_target():
