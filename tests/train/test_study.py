@@ -187,7 +187,7 @@ def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_rec
         copied = store.probe_dir(run_dir, 0) / store.PROBLEMS
         assert copied.read_bytes() == (base_point / store.PROBLEMS).read_bytes()
         assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == int(run_dir.name[-1])
-        (final,) = (run_dir / store.RUN_FINAL_PROBES).iterdir()
+        (final,) = [p for p in (run_dir / store.RUN_FINAL_PROBES).iterdir() if p.is_dir()]  # not its lock
         probe = store.load_probe(final)
         assert (probe.n, len(probe.records)) == (16, 24)
     assert len(store.load_probe(base_point).records) == 12
