@@ -2,13 +2,21 @@
 
 `python -m train.build_base --config configs/base/countdown_tiny.yaml --output_dir DIR`
 
-The task (the probe recipe's task section) supplies everything task-specific: its `alphabet` (one
-token per character) and its SFT examples (`Task.sft_examples`: problems drawn like the probe set's,
-none of the probe set's own, each with every valid completion). Each SFT row draws one completion
-uniformly, so the model learns to sample many distinct correct answers (the breadth that RLVR later
-narrows). Only tasks with an alphabet have an embedded base model (countdown). DIR is cached: it
-holds the resolved config and its fingerprint; the same config reuses it, a different one is
-refused unless `--overwrite`.
+An *SFT source* supplies everything task-specific: its `alphabet` (one token per character) and
+its SFT examples (`sft_examples(count, seed, held_out)`: problems drawn like the probe set's, none of
+the probe set's own, each with every valid completion). Each SFT row draws one completion uniformly,
+so the model learns to sample many distinct correct answers (the breadth that RLVR later narrows).
+
+Two sources:
+- the probe recipe's task itself, when it has an alphabet (countdown);
+- a data generator (`data_generator: arith`, probe.tasks.arith) for a task that reads its problems
+  from files (math): the builder first writes the probe set to the probe recipe's `data_path` and the
+  RL training set to `arith_train_path` (.jsonl in the real math recipes' schema), then reads the probe
+  set back through the task, as the probe will, to hold it out.
+
+DIR is cached: it holds the resolved config and its fingerprint; the same config reuses it, a
+different one is refused unless `--overwrite`. Data files are checked on every run: one holding other
+rows is refused unless `--overwrite` (a probe dir's identity names the file, not its rows).
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from transformers import (
 
 from probe.cli import ConfigError, parse, run_command
 from probe.config import SAMPLING_KEYS
+from probe.store import write_atomic
 from probe.tasks import SFTExample, TaskConfig, make_task, task_class
+from probe.tasks.arith import ArithConfig, ArithData, dump_rows
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CONFIG_FILE = "base_config.json"
@@ -57,6 +67,14 @@ class BaseConfig:
         default="configs/probe/countdown_tiny.yaml",
         metadata={
             "help": "Probe recipe whose task section gives the problem distribution and the held-out set."
+        },
+    )
+    data_generator: str = field(
+        default="",
+        metadata={
+            "help": "'' : the probe recipe's task supplies the SFT examples (countdown); 'arith': the "
+            "project's arithmetic generator writes the probe set (the probe recipe's data_path, task math) "
+            "and the RL set (arith_train_path) and supplies the SFT examples (arith_* keys)."
         },
     )
     seed: int = field(
@@ -97,25 +115,71 @@ def fingerprint(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_task_config(probe_recipe: str | Path) -> TaskConfig:
-    """The TaskConfig of a probe recipe: its task keys only (the sampling keys belong to the probe)."""
+GENERATORS = ("arith",)
+
+
+def load_task_config(probe_recipe: str | Path, data_generator: str = "") -> TaskConfig:
+    """The TaskConfig of a probe recipe: its task keys only (the sampling keys belong to the probe);
+    ConfigError when neither the task nor `data_generator` can supply an embedded base model."""
     path = Path(probe_recipe)
     if not path.is_file():
         raise ConfigError(f"BaseConfig.probe_recipe: no such file {str(path)!r}")
     (task_config,) = parse((TaskConfig,), ["--config", str(path)], recipe_ignores=SAMPLING_KEYS)
-    if not task_class(task_config.task).alphabet:
+    if data_generator:
+        if data_generator not in GENERATORS:
+            raise ConfigError(f"BaseConfig.data_generator: {data_generator!r} is not one of {GENERATORS}")
+        if task_config.task != "math" or not (task_config.data_path or "").endswith(".jsonl"):
+            raise ConfigError(
+                f"BaseConfig.data_generator {data_generator!r} writes math problems: the probe recipe "
+                f"{path} must have task: math and a data_path ending in .jsonl "
+                f"(got task {task_config.task!r}, data_path {task_config.data_path!r})"
+            )
+    elif not task_class(task_config.task).alphabet:
         raise ConfigError(
             f"BaseConfig.probe_recipe: task {task_config.task!r} has no embedded base model "
-            "(tasks with an alphabet have one: countdown)"
+            "(tasks with an alphabet have one: countdown; math: set data_generator: arith)"
         )
     return task_config
 
 
-def resolve(config: BaseConfig, task_config: TaskConfig) -> dict:
-    """What decides the build: the base config (less where/whether to write and how to run) and the task."""
-    not_deciding = ("output_dir", "overwrite", "log_every", "num_threads")
+def resolve(config: BaseConfig, task_config: TaskConfig, generator: ArithConfig | None = None) -> dict:
+    """What decides the build: the base config (less where/whether to write and how to run), the task,
+    and the generator's settings when there is one (less where it writes the RL set)."""
+    not_deciding = ["output_dir", "overwrite", "log_every", "num_threads"]
+    if not config.data_generator:  # decides nothing then (and countdown builds keep their fingerprint)
+        not_deciding.append("data_generator")
     base = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_deciding}
-    return {"base": base, "task": dataclasses.asdict(task_config)}
+    resolved = {"base": base, "task": dataclasses.asdict(task_config)}
+    if config.data_generator:
+        settings = dataclasses.asdict(generator or ArithConfig())
+        resolved["generator"] = {k: v for k, v in settings.items() if k != "arith_train_path"}
+    return resolved
+
+
+def check_generator_config(config: BaseConfig, generator: ArithConfig | None) -> None:
+    """Refuse arith_* settings in a build that has no generator to read them."""
+    if generator is None or config.data_generator:
+        return
+    defaults = dataclasses.asdict(ArithConfig())
+    changed = sorted(k for k, v in dataclasses.asdict(generator).items() if v != defaults[k])
+    if changed:
+        raise ConfigError(f"BaseConfig: {changed} set but data_generator is empty (nothing reads them)")
+
+
+def write_data_file(path: str | Path, rows: list[dict], overwrite: bool) -> None:
+    """Write `rows` as .jsonl at `path`, or keep an identical file; refuse (ConfigError) one holding
+    other rows unless `overwrite`."""
+    path = Path(path)
+    data = dump_rows(rows)
+    if path.is_file() and path.read_bytes() == data:
+        return
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{path} holds other problems than this config generates; pass --overwrite to replace it "
+            "(probe dirs made on the old rows no longer match their problem set)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
 
 
 def cached(output_dir: Path, resolved: dict, overwrite: bool) -> bool:
@@ -285,14 +349,31 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], config: BaseConf
 # --- main
 
 
-def main(config: BaseConfig) -> Path:
+def write_generated_data(config: BaseConfig, generator_config: ArithConfig, task) -> ArithData:
+    """Write the generator's probe set where the probe recipe reads it, then its RL set (the probe
+    set, read back through the task, held out); returns the generator as the SFT source."""
+    source = ArithData(generator_config, config.seed)
+    write_data_file(task.config.data_path, source.probe_rows(), config.overwrite)
+    if generator_config.arith_train_path:
+        rows = source.train_rows(held_out=task.problems())
+        write_data_file(generator_config.arith_train_path, rows, config.overwrite)
+    return source
+
+
+def main(config: BaseConfig, generator_config: ArithConfig | None = None) -> Path:
     """Build (or reuse) the base model in `config.output_dir`; returns the directory."""
     # --- config
     if not config.output_dir:
         raise ConfigError("BaseConfig.output_dir: required (--output_dir DIR)")
     output_dir = Path(config.output_dir)
-    task_config = load_task_config(config.probe_recipe)
-    resolved = resolve(config, task_config)
+    check_generator_config(config, generator_config)
+    task_config = load_task_config(config.probe_recipe, config.data_generator)
+    generator_config = generator_config or ArithConfig()
+    resolved = resolve(config, task_config, generator_config)
+    task = make_task(task_config)
+
+    # --- data files: written (or checked) before the cache, so a reused base still finds them
+    source = write_generated_data(config, generator_config, task) if config.data_generator else task
     if cached(output_dir, resolved, config.overwrite):
         print(
             f"base model in {output_dir} already built with this config "
@@ -313,9 +394,8 @@ def main(config: BaseConfig) -> Path:
         torch.set_num_threads(config.num_threads)
 
     # --- data: the probe set's problems are held out
-    task = make_task(task_config)
     probe_problems = task.problems()
-    examples = task.sft_examples(config.num_train_problems, config.seed, held_out=probe_problems)
+    examples = source.sft_examples(config.num_train_problems, config.seed, held_out=probe_problems)
     mean_solutions = sum(len(e.completions) for e in examples) / len(examples)
     print(
         f"{len(examples)} SFT problems ({len(probe_problems)} probe problems held out), "
@@ -324,7 +404,7 @@ def main(config: BaseConfig) -> Path:
     )
 
     # --- model
-    tokenizer = build_tokenizer(task.alphabet)
+    tokenizer = build_tokenizer(source.alphabet)
     model = build_model(config, tokenizer)
     print(f"Llama with {model.num_parameters():,} parameters")
 
@@ -351,7 +431,7 @@ def main(config: BaseConfig) -> Path:
 
 def cli(args: Sequence[str] | None = None) -> int:
     """`python -m train.build_base` / `leash-base`: the exit status under probe.cli's convention."""
-    return run_command("build_base", lambda: main(*parse((BaseConfig,), args)))
+    return run_command("build_base", lambda: main(*parse((BaseConfig, ArithConfig), args)))
 
 
 if __name__ == "__main__":
