@@ -3,7 +3,8 @@
 Compares candidate probe results with a reference (normally the base model): support classes
 P/E/S/O and rates at the full budget and as expected counts at each k = 2^i, pass@1 and pass@n,
 token and answer entropy, answer-level support, missing mass and Chao1, and which problems shrank
-or expanded. Writes OUT/compare.json and OUT/compare.md and prints the tables.
+or expanded; pooled over all problems and per domain (a suite probe: the paper's Table 1 view).
+Writes OUT/compare.json and OUT/compare.md and prints the tables.
 
 REF and CAND are probe dirs (`python -m probe run` output) or a training RUN dir, which stands for
 all its RUN/probes/step-*/ dirs in step order. A RUN dir given as REF contributes its first probe
@@ -101,41 +102,61 @@ def classes_at(ref_c: np.ndarray, cand_c: np.ndarray, ref_n: int, cand_n: int, k
     return {**classes, **support_rates(**classes)}
 
 
+def compare_records(ref_records: list[dict], cand_records: list[dict], reference: ProbeResult,
+                    candidate: ProbeResult) -> dict:  # fmt: skip
+    """Classes, rates and answer-level support of aligned records (one domain, or all pooled)."""
+    ref_c = np.array([int(r["c"]) for r in ref_records])  # (problems,)
+    cand_c = np.array([int(r["c"]) for r in cand_records])  # (problems,)
+    budget = min(reference.n, candidate.n)
+    by_k = {}
+    for k in k_ladder(budget):
+        by_k[str(k)] = {
+            "eps": epsilon(k, reference.zeta),
+            **classes_at(ref_c, cand_c, reference.n, candidate.n, k),
+        }
+    if reference.n == candidate.n:  # observed classes; must agree with the expected ones at k = n
+        labels = classify(ref_c, cand_c)
+        observed = {key: int(np.sum(labels == key)) for key in SUPPORT_CLASSES}
+        assert observed == {key: by_k[str(budget)][key] for key in "PESO"}, (observed, by_k[str(budget)])
+    return {
+        "num_problems": len(ref_records),
+        "reference_metrics": summarize(ref_records, reference.zeta),
+        "metrics": summarize(cand_records, candidate.zeta),
+        "support": by_k[str(budget)],
+        "support_by_k": by_k,
+        "answer_level": answer_level_support(
+            [correct_answers(r) for r in ref_records], [correct_answers(r) for r in cand_records]
+        ),
+    }
+
+
 def compare_pair(reference: ProbeResult, candidate: ProbeResult, intersect: bool = False) -> dict:
-    """Everything compare reports for one candidate against the reference."""
+    """Everything compare reports for one candidate against the reference: pooled over all problems
+    (the top-level keys) and per domain (`domains`, by the reference's domain of each problem)."""
     notes = check_comparable(reference, candidate, intersect)
     common = {r["problem_id"] for r in reference.records} & {r["problem_id"] for r in candidate.records}
     reference, candidate = restrict(reference, common), restrict(candidate, common)
     ids = sorted(common)
     ref_by_id = {r["problem_id"]: r for r in reference.records}
     cand_by_id = {r["problem_id"]: r for r in candidate.records}
-    ref_c = np.array([int(ref_by_id[i]["c"]) for i in ids])  # (problems,)
-    cand_c = np.array([int(cand_by_id[i]["c"]) for i in ids])  # (problems,)
     budget = min(reference.n, candidate.n)
-    zeta = reference.zeta
-    by_k = {}
-    for k in k_ladder(budget):
-        by_k[str(k)] = {"eps": epsilon(k, zeta), **classes_at(ref_c, cand_c, reference.n, candidate.n, k)}
-    labels = classify(ref_c, cand_c)  # (problems,), at each model's own budget
-    if reference.n == candidate.n:  # observed classes; must agree with the expected ones at k = n
-        observed = {key: int(np.sum(labels == key)) for key in SUPPORT_CLASSES}
-        assert observed == {key: by_k[str(budget)][key] for key in "PESO"}, (observed, by_k[str(budget)])
-    answer_level = answer_level_support(
-        [correct_answers(ref_by_id[i]) for i in ids], [correct_answers(cand_by_id[i]) for i in ids]
-    )
+    pooled = compare_records([ref_by_id[i] for i in ids], [cand_by_id[i] for i in ids], reference, candidate)
+    domains = {}
+    for domain, records in reference.by_domain.items():
+        domain_ids = sorted(r["problem_id"] for r in records)
+        domains[domain] = compare_records(
+            [ref_by_id[i] for i in domain_ids], [cand_by_id[i] for i in domain_ids], reference, candidate
+        )
+    labels = classify([int(ref_by_id[i]["c"]) for i in ids], [int(cand_by_id[i]["c"]) for i in ids])
     return {
         "label": candidate.label,
         "path": str(candidate.path),
         "step": candidate.step,
         "n": candidate.n,
-        "num_problems": len(ids),
-        "reference_metrics": summarize(reference.records, zeta),
-        "metrics": summarize(candidate.records, candidate.zeta),
         "budget": budget,
-        "eps": epsilon(budget, zeta),
-        "support": by_k[str(budget)],
-        "support_by_k": by_k,
-        "answer_level": answer_level,
+        "eps": epsilon(budget, reference.zeta),
+        **pooled,
+        "domains": domains,
         # At each model's own budget: solved by one, never by the other.
         "shrunk_ids": [i for i, label in zip(ids, labels, strict=True) if label == "S"],
         "expanded_ids": [i for i, label in zip(ids, labels, strict=True) if label == "E"],
@@ -163,6 +184,7 @@ def compare(reference_path: str | Path, candidate_paths: list[str | Path], inter
             "top_p": reference.summary.get("top_p"),
             "zeta": reference.zeta,
             "metrics": summarize(reference.records, reference.zeta),
+            "domains": {d: summarize(records, reference.zeta) for d, records in reference.by_domain.items()},
         },
         "intersect": intersect,
         "candidates": results,
@@ -226,6 +248,8 @@ def render_markdown(result: dict) -> str:
         classes = [s[key] for key in ("P", "E", "S", "O", "SRR", "NDR", "SDS", "NSCR")]
         rows.append([c["label"], c["budget"], c["eps"], *classes, a["preserved"], a["new"], a["lost"]])
     lines += table(header, rows)
+    if len(ref["domains"]) > 1:
+        lines += domain_tables(result)
     for c in result["candidates"]:
         lines += ["", f"## {c['label']}: expected support classes by budget k", ""]
         keys = ["eps", "P", "E", "S", "O", "SRR", "NDR", "SDS", "NSCR"]
@@ -236,6 +260,26 @@ def render_markdown(result: dict) -> str:
         lines += ["", f"Expanded ({len(c['expanded_ids'])}): " + (", ".join(c["expanded_ids"]) or "none")]
         lines += [f"\nNote: {note}" for note in c["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def domain_tables(result: dict) -> list[str]:
+    """The paper's Table 1 view: every metric per domain and pooled (overall), one table per candidate."""
+    lines = ["", "## By domain (pooled: overall)", ""]
+    header = ["domain", "problems", "pass@1 ref", "pass@1", "pass@n", "support ref", "support", "answer H",
+              "distinct correct", "P", "E", "S", "O", "SRR", "NDR", "SDS", "NSCR", "answers preserved",
+              "answers new", "answers lost"]  # fmt: skip
+    for c in result["candidates"]:
+        rows = []
+        for domain, part in [*c["domains"].items(), ("overall", c)]:
+            ref_m, m, s, a = part["reference_metrics"], part["metrics"], part["support"], part["answer_level"]
+            rows.append([
+                domain, part["num_problems"], ref_m["pass@1"], m["pass@1"], m[f"pass@{c['n']}"],
+                ref_m["support_size"], m["support_size"], m["answer_entropy"], m["distinct_correct"],
+                *(s[key] for key in ("P", "E", "S", "O", "SRR", "NDR", "SDS", "NSCR")),
+                a["preserved"], a["new"], a["lost"],
+            ])  # fmt: skip
+        lines += [f"{c['label']} against {result['reference']['label']}:", "", *table(header, rows), ""]
+    return lines
 
 
 # --- command

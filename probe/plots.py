@@ -6,6 +6,7 @@ the base model) serving as the reference:
 - pass_at_k.png       mean pass@k against k (log2 axis), one curve per probe point
 - support.png         P/E/S/O against the first probe point (stacked, full budget) and the rates
 - tradeoff.png        pass@1 against answer entropy and against token entropy, one point per step
+- <figure>_<domain>.png   the first three per domain, when the probes are a suite of several domains
 - ppl_by_class.png    perplexity of external traces by the P/E/S/O class of their problem (first
                       against last probe point), when `python -m probe ppl` output is given or
                       found at RUN/ppl/*/ppl.parquet (columns problem_id, trace_index, ppl, num_tokens)
@@ -243,6 +244,15 @@ def plot_run(
         save(figure_support(probes), out_dir / "support.png"),
         save(figure_tradeoff(probes), out_dir / "tradeoff.png"),
     ]
+    domains = probes[0].by_domain
+    if len(domains) > 1:  # a suite: the same figures per domain (the pooled ones above are "overall")
+        for domain in domains:
+            part = [dataclasses.replace(p, records=p.by_domain.get(domain, [])) for p in probes]
+            for name, make in (("pass_at_k", figure_pass_at_k), ("support", figure_support),
+                               ("tradeoff", figure_tradeoff)):  # fmt: skip
+                figure = make(part)
+                figure.suptitle(f"domain {domain} ({len(part[0].records)} problems)")
+                written.append(save(figure, out_dir / f"{name}_{domain}.png"))
     if ppl_dirs:
         sources = {path.name: store.load_ppl(path) for path in ppl_dirs}
         written.append(save(figure_ppl_by_class(probes, sources), out_dir / "ppl_by_class.png"))

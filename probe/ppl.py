@@ -29,7 +29,7 @@ from probe.files import check_output_dir
 from probe.metrics import SUPPORT_CLASSES, classes_by_problem
 from probe.models import encode_prompt, load_model
 from probe.store import load_problems, write_ppl
-from probe.tasks import TaskConfig, make_task
+from probe.tasks import SuiteConfig, TaskConfig, make_suite, suite_sections
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def summarize_ppl(rows: list[dict], classes: dict[str, str] | None) -> dict:
     return summary
 
 
-def main(task_config, args: PplArguments) -> dict:
+def main(task_config: TaskConfig, suite_config: SuiteConfig, args: PplArguments) -> dict:
     """Score the traces, write ppl.parquet and ppl_summary.json, return the summary."""
     # --- config
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -151,15 +151,15 @@ def main(task_config, args: PplArguments) -> dict:
     check_output_dir(args.output_dir)
     traces = read_traces(args.traces)
     classes = support_class_by_problem(*args.compare) if args.compare else None
-    # --- prompts
-    prompts = _prompts(task_config, traces)
+    # --- prompts (and each one's format: a suite's domains may differ)
+    prompts = _prompts(suite_sections(task_config, suite_config), traces)
     # --- model
     model, tokenizer = load_model(args.model, args.dtype, args.device)
     # --- tokens: what cannot be scored faithfully is counted, never passed over in silence
     pairs, counters = [], {}
     for item in traces:
         index = counters[item["problem_id"]] = counters.get(item["problem_id"], -1) + 1
-        prompt_ids = encode_prompt(tokenizer, prompts[item["problem_id"]], task_config.prompt_format)
+        prompt_ids = encode_prompt(tokenizer, *prompts[item["problem_id"]])
         pairs.append((index, prompt_ids, tokenizer(item["trace"], add_special_tokens=False)["input_ids"]))
     empty = [i for i, (_, _, trace) in enumerate(pairs) if not trace]
     if empty:
@@ -232,19 +232,24 @@ def token_warnings(traces: list[dict], pairs: list[tuple], tokenizer, model) -> 
     return warnings, not_scored, scored
 
 
-def _prompts(task_config, traces: list[dict]) -> dict[str, str]:
-    prompts = {item["problem_id"]: item["prompt"] for item in traces if isinstance(item.get("prompt"), str)}
-    missing = {item["problem_id"] for item in traces} - prompts.keys()
-    if missing:
-        task = make_task(task_config)
-        known = {p.problem_id: p.prompt for p in task.problems()}
-        task.close()
-        unknown = sorted(missing - known.keys())
-        if unknown:
-            raise ConfigError(
-                f"traces name problems that are not in the probe set and give no prompt: {unknown[:5]}"
-            )
-        prompts.update({pid: known[pid] for pid in missing})
+def _prompts(sections: dict, traces: list[dict]) -> dict[str, tuple[str, str]]:
+    """problem_id -> (prompt, prompt_format): the trace's own prompt (in the format of its problem's
+    domain, else the first domain's), else its problem's prompt in the probe set."""
+    given = {item["problem_id"]: item["prompt"] for item in traces if isinstance(item.get("prompt"), str)}
+    missing = {item["problem_id"] for item in traces} - given.keys()
+    first_format = next(iter(sections.values())).prompt_format
+    known: dict[str, tuple[str, str]] = {}
+    if missing or len(sections) > 1:
+        suite = make_suite(sections)
+        known = {p.problem_id: (p.prompt, suite.task_of(p).config.prompt_format) for p in suite.problems()}
+        suite.close()
+    unknown = sorted(missing - known.keys())
+    if unknown:
+        raise ConfigError(
+            f"traces name problems that are not in the probe set and give no prompt: {unknown[:5]}"
+        )
+    prompts = {pid: (prompt, known.get(pid, (None, first_format))[1]) for pid, prompt in given.items()}
+    prompts.update({pid: known[pid] for pid in missing})
     return prompts
 
 
@@ -263,4 +268,4 @@ def _save(out: Path, rows: list[dict], summary: dict, args: PplArguments) -> dic
 def command(argv: Sequence[str]) -> dict:
     """`python -m probe ppl --model DIR --traces FILE --output_dir OUT [--config PROBE_RECIPE]`: parse,
     then main. A probe recipe works here too: its sampling section (ProbeConfig) does not apply."""
-    return main(*parse((TaskConfig, PplArguments), argv, recipe_ignores=SAMPLING_KEYS))
+    return main(*parse((TaskConfig, SuiteConfig, PplArguments), argv, recipe_ignores=SAMPLING_KEYS))

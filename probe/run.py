@@ -32,6 +32,7 @@ from probe import metrics
 from probe.cli import ConfigError, InputError, parse
 from probe.config import NOT_IDENTITY, ProbeConfig
 from probe.distributed import barrier, wait_for
+from probe.domains import split_by_domain
 from probe.files import LockHeld, RunLock
 from probe.models import (
     check_model_dir,
@@ -44,7 +45,18 @@ from probe.models import (
 )
 from probe.sampling import HFSampler, Job, SampleChunk, Sampler, VLLMSampler, problem_seed
 from probe.store import ProbeStore
-from probe.tasks import NA, Reason, TaskConfig, Verdict, count_reasons, make_task
+from probe.tasks import (
+    NA,
+    AnswerForm,
+    Reason,
+    SuiteConfig,
+    TaskConfig,
+    TaskSuite,
+    Verdict,
+    count_reasons,
+    make_suite,
+    suite_sections,
+)
 
 logger = logging.getLogger(__name__)
 UNFINISHED = Verdict(NA, False, "unfinished")  # hit max_new_tokens without EOS: NA, never verified
@@ -123,30 +135,58 @@ class ProblemTally:
         self.length_sum += float(np.sum(chunk.lengths))
         return rows
 
-    def record(self, problem, index: int, seconds: float) -> dict:
-        answers = sorted(self.histogram.items(), key=lambda item: (-item[1][0], item[0]))
+    def answer_classes(self, task, problem) -> list[dict]:
+        """The histogram over the task's answer classes (`Task.answer_classes`): one entry per class
+        {answer: representative, count, correct}, plus `forms` (canonical answer -> count) where a
+        class holds more than its representative; most frequent first."""
+        texts: dict[str, str | None] = {}
+        for extracted, verdict in self.verdicts.items():
+            texts.setdefault(verdict.answer, extracted)
+        forms = [
+            AnswerForm(answer, texts.get(answer), count, correct)
+            for answer, (count, correct) in self.histogram.items()
+        ]
+        classes: dict[tuple[str, bool], list[AnswerForm]] = {}
+        for form, representative in zip(forms, task.answer_classes(problem, forms), strict=True):
+            classes.setdefault((representative, form.correct), []).append(form)
+        entries = []
+        for (representative, correct), members in classes.items():
+            entry = {"answer": representative, "count": sum(f.count for f in members), "correct": correct}
+            if len(members) > 1 or members[0].answer != representative:
+                members = sorted(members, key=lambda f: (-f.count, f.answer))
+                entry["forms"] = {f.answer: f.count for f in members}
+            entries.append(entry)
+        return sorted(entries, key=lambda e: (-e["count"], e["answer"]))
+
+    def record(self, task, problem, domain: str, index: int, seconds: float) -> dict:
+        """The problem's record; `seconds`: its share of the sampling time (its answer classes' time is
+        added)."""
+        start = time.perf_counter()
+        answers = self.answer_classes(task, problem)
         return {
             "problem_index": index,
             "problem_id": problem.problem_id,
+            "domain": domain,
             "prompt": problem.prompt,
             "fields": problem.fields,
             "n": self.samples,
             "c": int(sum(count for count, correct in self.histogram.values() if correct)),
-            "answers": [{"answer": a, "count": count, "correct": correct} for a, (count, correct) in answers],
+            "answers": answers,
             "token_entropy": self.entropy_sum / self.samples,
             "mean_length": self.length_sum / self.samples,
             "unfinished": self.reasons[UNFINISHED.reason],
             "reasons": dict(sorted(self.reasons.items())),
             "verification_calls": self.verification_calls,
             "verified_answers": len(self.verdicts),
-            "seconds": seconds,
+            "seconds": seconds + time.perf_counter() - start,
         }
 
 
 def probe_problems(
-    sampler: Sampler, task, problems: Sequence, jobs: Sequence[Job], config: ProbeConfig, store
+    sampler: Sampler, suite: TaskSuite, problems: Sequence, jobs: Sequence[Job], config: ProbeConfig, store
 ) -> list[dict]:
-    """Sample, verify and store problems sampled together; returns their records (not yet appended).
+    """Sample, verify and store problems sampled together, each by its domain's task; returns their
+    records (not yet appended).
 
     `jobs` are (problem index, prompt ids, seed); the sampler may interleave their chunks. Each
     problem's shard is committed once its `n` samples are in; the group's wall time is split evenly
@@ -160,7 +200,7 @@ def probe_problems(
             if index not in running:  # skipped: the rest of its samples are dropped
                 continue
             tally, shard = running[index]
-            verdicts = tally.judge(task, problems[index], chunk)
+            verdicts = tally.judge(suite.task_of(problems[index]), problems[index], chunk)
             if any(v.correct is None for v in verdicts):
                 shard.discard()
                 del running[index]
@@ -184,12 +224,14 @@ def probe_problems(
     records = []
     for index, _, _ in jobs:
         problem, tally = problems[index], done[index]
+        domain = suite.domain_of(problem)
         if tally is None:
             records.append(
-                {"problem_index": index, "problem_id": problem.problem_id, "skipped": Reason.GOLD_UNPARSEABLE}
-            )
+                {"problem_index": index, "problem_id": problem.problem_id, "domain": domain,
+                 "skipped": Reason.GOLD_UNPARSEABLE}
+            )  # fmt: skip
         else:
-            records.append(tally.record(problem, index, seconds))
+            records.append(tally.record(suite.task_of(problem), problem, domain, index, seconds))
     return records
 
 
@@ -210,9 +252,11 @@ def probe_model(
 ) -> dict:
     """Probe `model` on `problems`, write the probe dir, return summary.json's content.
 
-    `model` is an in-memory transformers model (or a vllm.LLM with backend "vllm"). Every process
-    under accelerate calls this; each draws its share, rank 0 merges, all return the summary.
+    `model` is an in-memory transformers model (or a vllm.LLM with backend "vllm"); `task` a Task or
+    a TaskSuite (each problem is then probed by its domain's task). Every process under accelerate
+    calls this; each draws its share, rank 0 merges, all return the summary.
     """
+    suite = TaskSuite.of(task)
     ids = [p.problem_id for p in problems]
     if len(set(ids)) != len(ids):
         raise ProbeError(
@@ -220,7 +264,7 @@ def probe_model(
         )
     state = process_state()
     store = ProbeStore(output_dir, state.process_index)
-    identity = run_identity(task, config, model_name)
+    identity = run_identity(suite, config, model_name)
     store.check_config(identity, overwrite)  # every process reads, then rank 0 alone writes
     barrier(f"{output_dir}: config checked", config.rank_timeout)
     if state.is_main_process:
@@ -240,12 +284,14 @@ def probe_model(
                 jobs = [
                     (
                         i,
-                        encode_prompt(tokenizer, problems[i].prompt, task.config.prompt_format),
+                        encode_prompt(
+                            tokenizer, problems[i].prompt, suite.task_of(problems[i]).config.prompt_format
+                        ),
                         problem_seed(config.sampling_seed, problems[i].problem_id),
                     )
                     for i in todo[first : first + config.problems_per_call]
                 ]
-                records = probe_problems(sampler, task, problems, jobs, config, store)
+                records = probe_problems(sampler, suite, problems, jobs, config, store)
                 store.append_records(records)
                 bar.update(len(records))
     finally:
@@ -264,7 +310,9 @@ def probe_model(
     if not state.is_main_process:
         return wait_for(store.summary, "rank 0's summary.json", rank, owing_summary, timeout)
     records = wait_for(lambda: _all_records(store, problems), "every rank's records", rank, owing, timeout)
-    summary = summarize_run(records, task, config, identity, sampler)
+    for record, problem in zip(records, problems, strict=True):  # records resumed from before domains
+        record.setdefault("domain", suite.domain_of(problem))
+    summary = summarize_run(records, suite, config, identity, sampler)
     rows = [r for r in records if "skipped" not in r]
     c = np.array([r["c"] for r in rows], np.int64)
     store.write_problems(rows, {f"pass@{k}": metrics.pass_at_k(config.n, c, k) for k in config.pass_ks})
@@ -272,10 +320,10 @@ def probe_model(
     return summary
 
 
-def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
+def run_identity(suite: TaskSuite, config: ProbeConfig, model_name: str) -> dict:
     """What config.json holds: a rerun with anything different is another run."""
     return {
-        "task": asdict(task.config),
+        **suite.identity(),
         "probe": {k: v for k, v in asdict(config).items() if k not in NOT_IDENTITY},
         "model": model_name,
     }
@@ -311,23 +359,34 @@ def _progress(total: int, initial: int, rank: int, enabled: bool):
     )
 
 
-def summarize_run(records: list[dict], task, config: ProbeConfig, identity: dict, sampler) -> dict:
+def model_metrics(rows: list[dict], config: ProbeConfig) -> dict:
+    """The spec's model-level metrics of `rows`, with pass@k at the recipe's extra ks too."""
+    values = metrics.summarize(rows, zeta=config.zeta)
+    c = np.array([r["c"] for r in rows], np.int64)
+    for k in config.ks:
+        values[f"pass@{k}"] = float(np.mean(metrics.pass_at_k(config.n, c, k)))
+    return values
+
+
+def summarize_run(
+    records: list[dict], suite: TaskSuite, config: ProbeConfig, identity: dict, sampler
+) -> dict:
+    """summary.json: metrics pooled over every problem (`metrics`) and per domain (`domains`)."""
     rows = [r for r in records if "skipped" not in r]
     if not rows:
         raise ProbeError("every problem was skipped (gold answers unparseable): nothing to measure")
-    model_metrics = metrics.summarize(rows, zeta=config.zeta)
-    c = np.array([r["c"] for r in rows], np.int64)
-    for k in config.ks:
-        model_metrics[f"pass@{k}"] = float(np.mean(metrics.pass_at_k(config.n, c, k)))
+    by_domain = split_by_domain(rows, suite.domains[0])
     samples = sum(r["n"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
     calls = sum(r["verification_calls"] for r in rows)
     return {
-        "metrics": model_metrics,
+        "metrics": model_metrics(rows, config),
+        "domains": {domain: model_metrics(domain_rows, config) for domain, domain_rows in by_domain.items()},
         "n": config.n,
         "temperature": config.temperature,
         "top_p": config.top_p,
-        "task": identity["task"].get("task", ""),
+        "task": suite.name,
+        "tasks": {domain: task.name for domain, task in suite.tasks.items()},
         "model": identity["model"],
         "seed": config.sampling_seed,
         "num_problems": len(rows),
@@ -381,14 +440,27 @@ def format_table(summary: dict) -> str:
         lines.append(f"  {key:<{width}}  {shown}")
     if summary.get("skipped_problems"):
         lines.append(f"  ({summary['skipped_problems']} problems skipped: gold answer unparseable)")
+    domains = summary.get("domains") or {}
+    if len(domains) > 1:
+        n = summary["n"]
+        lines.append(f"  by domain: problems, pass@1, pass@{n}, support, answer entropy")
+        width = max(map(len, domains))
+        for domain, values in domains.items():
+            lines.append(
+                f"    {domain:<{width}}  {values['num_problems']:>5}  {values['pass@1']:.4g}  "
+                f"{values[f'pass@{n}']:.4g}  {values['support_size']}  {values['answer_entropy']:.4g}"
+            )
     return "\n".join(lines)
 
 
 # --- command
 
 
-def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict:
-    """Probe the checkpoint `run_args.model` on the task's problems; returns summary.json's content."""
+def main(
+    task_config: TaskConfig, suite_config: SuiteConfig, probe_config: ProbeConfig, run_args: RunArguments
+) -> dict:
+    """Probe the checkpoint `run_args.model` on the recipe's problems (its task, or every domain of its
+    suite); returns summary.json's content."""
     # --- config (ProbeConfig checked itself when it was parsed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if probe_config.num_threads > 0:
@@ -403,27 +475,27 @@ def main(task_config, probe_config: ProbeConfig, run_args: RunArguments) -> dict
                 "whole probe set itself)"
             )
         require_vllm()
-    # --- task
-    task = make_task(task_config)
+    # --- tasks (one per domain)
+    suite = make_suite(suite_sections(task_config, suite_config))
     try:
-        problems = task.problems()
+        problems = suite.problems()
         # --- output dir and checkpoint (refused before anything is loaded or written)
         model_name = str(Path(run_args.model).resolve()) if run_args.model else ""
-        identity = run_identity(task, probe_config, model_name)
+        identity = run_identity(suite, probe_config, model_name)
         ProbeStore(run_args.output_dir).check_config(identity, run_args.overwrite)
         check_model_dir(run_args.model)
         # --- the output dir is this run's until it ends (rank 0 holds the lock for every rank)
         with run_lock(run_args.output_dir):
-            summary = _probe_checkpoint(task, problems, probe_config, run_args, identity)
+            summary = _probe_checkpoint(suite, problems, probe_config, run_args, identity)
     finally:
-        task.close()
+        suite.close()
     if process_state().is_main_process:
         print(format_table(summary))
         print(f"wrote {run_args.output_dir}")
     return summary
 
 
-def _probe_checkpoint(task, problems, probe_config: ProbeConfig, run_args: RunArguments, identity) -> dict:
+def _probe_checkpoint(suite, problems, probe_config: ProbeConfig, run_args: RunArguments, identity) -> dict:
     """Load the checkpoint and probe it into the (locked) output dir."""
     # --- model
     if probe_config.backend == "vllm":
@@ -434,7 +506,7 @@ def _probe_checkpoint(task, problems, probe_config: ProbeConfig, run_args: RunAr
     return probe_model(
         model,
         tokenizer,
-        task,
+        suite,
         problems,
         probe_config,
         run_args.output_dir,
@@ -467,4 +539,4 @@ def run_lock(output_dir) -> Iterator[None]:
 
 def command(argv: Sequence[str]) -> dict:
     """`python -m probe run --config RECIPE --model DIR --output_dir OUT [--overrides]`: parse, then main."""
-    return main(*parse((TaskConfig, ProbeConfig, RunArguments), argv))
+    return main(*parse((TaskConfig, SuiteConfig, ProbeConfig, RunArguments), argv))

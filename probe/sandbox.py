@@ -453,21 +453,50 @@ def _math_gold(gold: str, timeout_seconds: int) -> tuple:
     return tuple(parse(text, fallback_mode="no_fallback", parsing_timeout=timeout_seconds))
 
 
+@functools.lru_cache(maxsize=4096)
+def _math_answer(answer: str, timeout_seconds: int) -> tuple:
+    from math_verify import parse  # why: worker only, as above
+
+    return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=timeout_seconds))
+
+
 def _math_verify(gold: str, answer: str | None, timeout_seconds: int) -> dict:
     """math-verify in the worker's main thread, where its signal-based timeouts work."""
-    from math_verify import parse, verify  # why: worker only, as above
+    from math_verify import verify  # why: worker only, as above
 
     parsed_gold = list(_math_gold(gold, timeout_seconds))
     if not parsed_gold:
         return {"gold_ok": False, "answer": None, "correct": None}
     if answer is None:
         return {"gold_ok": True, "answer": None, "correct": False}
-    predicted = parse("\\boxed{" + answer + "}", parsing_timeout=timeout_seconds)
+    predicted = list(_math_answer(answer, timeout_seconds))
     if not predicted:
         return {"gold_ok": True, "answer": None, "correct": False}
     correct = verify(parsed_gold, predicted, timeout_seconds=timeout_seconds)
     return {"gold_ok": True, "answer": str(predicted[0]), "correct": bool(correct)}
 
 
-_HANDLERS = {"reasoning_gym": _score_reasoning_gym, "math": _math_verify}
+def _math_classes(representatives: list[str], answers: list[str], timeout_seconds: int) -> list[int]:
+    """Equivalence classes under math-verify: for each answer in order, the index (into
+    representatives + answers) of the first earlier representative it equals, else its own index
+    (it becomes a representative). The representative is compared as math-verify's gold."""
+    from math_verify import verify  # why: worker only, as above
+
+    texts = [*representatives, *answers]
+    parsed = [list(_math_answer(text, timeout_seconds)) for text in texts]
+    heads = list(range(len(representatives)))
+    classes = []
+    for index in range(len(representatives), len(texts)):
+        match = next(
+            (h for h in heads if parsed[h] and parsed[index] and verify(parsed[h], parsed[index],
+                                                                       timeout_seconds=timeout_seconds)),
+            None,
+        )  # fmt: skip
+        if match is None:
+            heads.append(index)
+        classes.append(index if match is None else match)
+    return classes
+
+
+_HANDLERS = {"reasoning_gym": _score_reasoning_gym, "math": _math_verify, "math_classes": _math_classes}
 _PREPARE = {"reasoning_gym": lambda fields, answer: _dataset_of(fields)}

@@ -10,7 +10,7 @@ Probe dir layout (see the design doc):
                                        line per sample {sample, completion, length, token_entropy,
                                        finished, answer, correct, reason}; streamed chunk by chunk into a
                                        temporary file, renamed into place before the record is written
-    OUT/problems.parquet               one row per problem, probe-set order (written by rank 0)
+    OUT/problems.parquet               one row per problem, probe-set order, with its domain (rank 0)
     OUT/summary.json                   written last, atomically: its presence marks a finished dir
 
 A problem counts as finished only when its record line is on disk, so a run killed at any point
@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from probe.cli import InputError
+from probe.domains import default_domain, split_by_domain
 from probe.files import remove_stale_temporaries, write_atomic
 from probe.metrics import check_record, common_budget
 
@@ -297,6 +298,7 @@ class ProbeStore:
         table = pa.table(
             {
                 "problem_id": pa.array([r["problem_id"] for r in records], pa.string()),
+                "domain": pa.array([r.get("domain", "") for r in records], pa.string()),  # "": the task
                 "prompt": pa.array([r["prompt"] for r in records], pa.string()),
                 "fields": pa.array([dumps(r["fields"]) for r in records], pa.string()),
                 "n": pa.array([r["n"] for r in records], pa.int64()),
@@ -379,6 +381,11 @@ class ProbeResult:
     def zeta(self) -> float:
         probe_config = (self.summary.get("config") or {}).get("probe") or {}
         return float(probe_config.get("zeta", DEFAULT_ZETA))
+
+    @property
+    def by_domain(self) -> dict[str, list[dict]]:
+        """domain -> its records (a dir written before domains: one domain, named after its task)."""
+        return split_by_domain(self.records, default_domain(str(self.summary.get("task") or "")))
 
 
 def load_probe(path: str | os.PathLike, label: str | None = None, step: int | None = None) -> ProbeResult:

@@ -30,31 +30,37 @@ def test_no_recipe_repeats_a_key(path):
 @pytest.mark.parametrize("path", _recipes("probe"), ids=lambda p: p.name)
 def test_probe_recipe_parses(path):
     from probe.config import ProbeConfig
-    from probe.tasks import TaskConfig
+    from probe.tasks import SuiteConfig, TaskConfig, suite_sections
 
-    task, probe = parse((TaskConfig, ProbeConfig), ["--config", str(path)])
-    assert probe.n >= 1 and task.num_problems >= 1
+    task, suite, probe = parse((TaskConfig, SuiteConfig, ProbeConfig), ["--config", str(path)])
+    sections = suite_sections(task, suite)
+    assert probe.n >= 1 and sections
+    for section in sections.values():  # math: num_problems <= 0 keeps every row of the data
+        assert section.num_problems >= 1 or section.task == "math"
 
 
 @pytest.mark.parametrize("path", _recipes("base"), ids=lambda p: p.name)
 def test_base_recipe_parses(path):
-    from train.build_base import BaseConfig
+    from probe.tasks.arith import ArithConfig
+    from train.build_base import BaseConfig, load_task_config
 
-    (config,) = parse((BaseConfig,), ["--config", str(path)])
-    assert config is not None
+    config, _ = parse((BaseConfig, ArithConfig), ["--config", str(path)])
+    assert load_task_config(config.probe_recipe, config.data_generator) is not None
 
 
 @pytest.mark.parametrize("path", _recipes("train"), ids=lambda p: p.name)
 def test_train_recipe_parses(path, tmp_path):
     from trl import ModelConfig
 
-    from train.config import LeashGRPOConfig
+    from train.config import LeashGRPOConfig, train_sections
 
     config, model_args = parse(
         (LeashGRPOConfig, ModelConfig), ["--config", str(path), "--output_dir", str(tmp_path)]
     )
     assert config.num_generations >= 2
     assert model_args.model_name_or_path
+    sections, weights = train_sections(config)  # train_task, or a train_tasks mixture by domain
+    assert sections and set(weights) == set(sections) and all(w > 0 for w in weights.values())
 
 
 @pytest.mark.parametrize("path", _recipes("study"), ids=lambda p: p.name)

@@ -8,15 +8,19 @@ Three tasks, built by `make_task(TaskConfig)`, one module each:
 - `math` (probe.tasks.math): the last `\\boxed{...}` checked with math-verify in the worker process.
 
 What they share (TaskConfig, Problem, Verdict, the Task interface, extraction) is in probe.tasks.base;
-this module re-exports it, so `from probe.tasks import X` is the way in.
+several tasks, one per domain, make a TaskSuite (probe.tasks.suite; `make_suite`). This module
+re-exports them, so `from probe.tasks import X` is the way in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from probe.cli import ConfigError
 from probe.tasks.base import (
     NA,
     PROMPT_FORMATS,
+    AnswerForm,
     Problem,
     Reason,
     SFTExample,
@@ -36,9 +40,11 @@ from probe.tasks.countdown import (
 )
 from probe.tasks.math import MathTask
 from probe.tasks.reasoning_gym import ReasoningGymTask
+from probe.tasks.suite import SuiteConfig, TaskSuite, suite_sections
 
 __all__ = [
     "NA",
+    "AnswerForm",
     "CountdownExample",
     "CountdownTask",
     "MathTask",
@@ -46,8 +52,10 @@ __all__ = [
     "ReasoningGymTask",
     "Reason",
     "SFTExample",
+    "SuiteConfig",
     "Task",
     "TaskConfig",
+    "TaskSuite",
     "Verdict",
     "count_reasons",
     "countdown_key",
@@ -55,7 +63,9 @@ __all__ = [
     "countdown_solutions",
     "last_boxed",
     "last_tagged",
+    "make_suite",
     "make_task",
+    "suite_sections",
     "task_class",
 ]
 
@@ -80,3 +90,8 @@ def make_task(config: TaskConfig) -> Task:
             f"TaskConfig.prompt_format: {config.prompt_format!r} is not one of {PROMPT_FORMATS}"
         )
     return task_class(config.task)(config)
+
+
+def make_suite(sections: Mapping[str, TaskConfig]) -> TaskSuite:
+    """A TaskSuite of one task per domain (`suite_sections` reads them from a recipe)."""
+    return TaskSuite({domain: make_task(config) for domain, config in sections.items()})

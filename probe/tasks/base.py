@@ -30,6 +30,7 @@ class Problem:
     problem_id: str  # stable; countdown: f"countdown/{'_'.join(map(str, numbers))}/{target}"
     prompt: str  # text given to the model
     fields: dict  # JSON-serialisable verifier inputs (countdown: {"numbers": [...], "target": int})
+    domain: str = ""  # its domain in a suite (probe.tasks.suite); "" for a problem made by a task alone
 
 
 class Reason(enum.StrEnum):
@@ -56,6 +57,16 @@ class Verdict:
     answer: str  # canonical answer, or "NA" (no answer / unparseable / unscored)
     correct: bool | None  # None: gold answer unparseable (problem skipped, warned)
     reason: str | None = None  # why NA or unscored (a Reason, or the probe's "unfinished"); None: scored
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    """One distinct canonical answer of a problem's samples, as the probe tallied it."""
+
+    answer: str  # canonical answer (Verdict.answer), "NA" included
+    text: str | None  # an extracted answer text that gave it (what a scorer can parse again)
+    count: int  # samples
+    correct: bool
 
 
 def count_reasons(verdicts: Iterable[Verdict]) -> dict[str, int]:
@@ -202,6 +213,11 @@ class Task:
             if answer not in verdicts:
                 verdicts[answer] = self.verify(problem, answer)
         return [verdicts[answer] for answer in answers]
+
+    def answer_classes(self, problem: Problem, forms: Sequence[AnswerForm]) -> list[str]:
+        """The class representative of each form: answers the task judges equal are one answer for the
+        answer-level metrics (docs/answer-classes.md). Default: every canonical answer is its own class."""
+        return [form.answer for form in forms]
 
     def sft_examples(self, count: int, seed: int, held_out: Sequence[Problem]) -> list[SFTExample]:
         """`count` seeded SFT examples drawn like `problems()`, none of them one of `held_out`

@@ -1,6 +1,10 @@
 """math: problems from a jsonl/parquet file or a `datasets` name; the last `\\boxed{...}` must pass
 `probe.grammar.LatexGrammar` (an allow-list with bounded nesting and length), then is checked with
 math-verify in the worker process (its signal timeouts then always run on a main thread).
+
+Answer classes (docs/answer-classes.md): answers math-verify judges equal are one answer. Every
+correct answer is in the gold's class, represented by the gold text itself (so two probe dirs of one
+problem name it alike); wrong answers are grouped greedily, most frequent first.
 """
 
 from __future__ import annotations
@@ -8,17 +12,30 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Sequence
 
 import datasets
 import pyarrow.parquet as pq
 
 from probe.cli import ConfigError
 from probe.grammar import GrammarRejection, LatexGrammar
-from probe.tasks.base import NA, Problem, Reason, TaskConfig, Verdict, _IsolatedTask, last_boxed
+from probe.tasks.base import (
+    NA,
+    AnswerForm,
+    Problem,
+    Reason,
+    TaskConfig,
+    Verdict,
+    _IsolatedTask,
+    last_boxed,
+)
 
 logger = logging.getLogger(__name__)
 
 MATH_CHAT_INSTRUCTION = "\n\nPut your final answer within \\boxed{}."
+# Wrong answers per clustering call: each is compared with every class found so far, so this bounds
+# one call's work (a call past the verifier's time limit leaves its answers as classes of their own).
+CLASS_CHUNK = 32
 
 
 class MathTask(_IsolatedTask):
@@ -52,23 +69,53 @@ class MathTask(_IsolatedTask):
             prompt = str(row[config.problem_column])
             if config.prompt_format == "chat":
                 prompt += MATH_CHAT_INSTRUCTION
-            problems.append(Problem(problem_id, prompt, {"answer": str(row[config.answer_column])}))
+            problems.append(Problem(problem_id, prompt, {"answer": gold_text(row[config.answer_column])}))
         return problems
 
     def _load_rows(self) -> list[dict]:
         config = self.config
-        source = config.data_path or config.dataset_name
-        try:
-            if config.data_path:
+        if config.data_path:
+            try:
                 return _read_local_rows(config.data_path)
+            except (OSError, ValueError) as error:  # missing file, bad JSON/parquet
+                message = f"TaskConfig: cannot load math data {config.data_path!r}: {error}"
+                raise ConfigError(message) from None
+        try:
             return list(
                 datasets.load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
             )
-        except (OSError, ValueError) as error:  # missing file/data set, bad JSON/parquet, offline hub
-            raise ConfigError(f"TaskConfig: cannot load math data {source!r}: {error}") from None
+        except (OSError, ValueError) as error:  # unreachable hub (ConnectionError), unknown name or split
+            raise ConfigError(unreachable_message(config, error)) from None
 
     def extract(self, completion: str) -> str | None:
         return last_boxed(completion) or None
+
+    def answer_classes(self, problem: Problem, forms: Sequence[AnswerForm]) -> list[str]:
+        """Correct answers: the gold text. Wrong answers, in order of (count descending, canonical
+        answer): each joins the first class whose representative math-verify judges equal to it, else
+        founds one and represents it. NA stays NA."""
+        representative = [problem.fields["answer"] if f.correct else f.answer for f in forms]
+        wrong = sorted(
+            (i for i, f in enumerate(forms) if not f.correct and f.answer != NA and f.text is not None),
+            key=lambda i: (-forms[i].count, forms[i].answer),
+        )
+        heads: list[int] = []  # forms representing a class of wrong answers, in founding order
+        for start in range(0, len(wrong), CLASS_CHUNK):
+            chunk = wrong[start : start + CLASS_CHUNK]
+            result = self._score(
+                "math_classes",
+                representatives=[forms[h].text for h in heads],
+                answers=[forms[i].text for i in chunk],
+                timeout_seconds=max(1, int(self.config.verifier_timeout_seconds / 3)),
+            )
+            if isinstance(result, Reason):  # already logged by _score: these stay classes of their own
+                continue
+            members = [*heads, *chunk]  # the handler's indices point into this list
+            for index, found in zip(chunk, result, strict=True):
+                if members[found] == index:
+                    heads.append(index)
+                representative[index] = forms[members[found]].answer
+        return representative
 
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
         gold = problem.fields["answer"]
@@ -103,6 +150,26 @@ class MathTask(_IsolatedTask):
         if not result["answer"]:  # math-verify found nothing to parse in the answer
             return Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
         return Verdict(result["answer"], bool(result["correct"]))
+
+
+def gold_text(value) -> str:
+    """A gold answer as text: lists (OlympiadBench's final_answer) joined by ", ", numbers as written."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def unreachable_message(config: TaskConfig, error: Exception) -> str:
+    """One line naming the data set that did not load and how to pre-download it."""
+    name, subset, split = config.dataset_name, config.dataset_config, config.dataset_split
+    reason = " ".join(str(error).split())[:300]
+    download = f"datasets.load_dataset({name!r}, {subset!r}, split={split!r}).to_parquet('data.parquet')"
+    return (
+        f"TaskConfig: math data set {name!r} (config {subset!r}, split {split!r}) cannot be loaded: "
+        f'{reason}. Pre-download it where the Hugging Face Hub is reachable: python -c "import datasets; '
+        f'{download}", then pass --data_path data.parquet (or fill the datasets cache there and set '
+        "HF_HUB_OFFLINE=1 here)"
+    )
 
 
 def _read_local_rows(path: str) -> list[dict]:

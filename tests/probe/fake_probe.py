@@ -2,7 +2,7 @@
 
 A problem is given as a list of (answer, count, correct) triples over its n samples; n, c, the
 answer histogram, pass@k columns and summary.json follow from it, so classes are known by
-construction.
+construction. `domains` (problem_id -> domain) makes a suite's probe dir.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def write_probe_dir(
     task: str = "countdown",
     token_entropy: float | dict[str, float] = 0.5,
     summary: bool = True,
+    domains: dict[str, str] | None = None,
 ) -> Path:
     """Write path/config.json, problems.parquet and (unless summary=False) summary.json."""
     store = ProbeStore(path)
@@ -36,6 +37,7 @@ def write_probe_dir(
         records.append(
             {
                 "problem_id": problem_id,
+                **({"domain": domains[problem_id]} if domains else {}),
                 "prompt": f"prompt of {problem_id}",
                 "fields": {},
                 "n": sum(count for _, count, _ in answers),

@@ -525,3 +525,65 @@ def test_math_parquet_and_seeded_sample(tmp_path):
     problems = make_task(config).problems()
     assert problems == make_task(config).problems() and len(problems) == 4
     assert all(p.fields["answer"] == p.prompt[1:] for p in problems)
+
+
+# --- math answer classes (docs/answer-classes.md)
+
+
+def _forms(task, problem, texts_and_counts):
+    """AnswerForms as the probe tallies them: canonical answer, its extracted text, count, correctness."""
+    from probe.tasks import AnswerForm
+
+    verdicts = task.judge_many(problem, [f"\\boxed{{{text}}}" for text, _ in texts_and_counts])
+    return [
+        AnswerForm(v.answer, text, count, bool(v.correct))
+        for (text, count), v in zip(texts_and_counts, verdicts, strict=True)
+    ]
+
+
+def test_math_answers_math_verify_judges_equal_are_one_class(math_task):
+    wrong = Problem("math/seven", "p", {"answer": "7"})
+    forms = _forms(math_task, wrong, [("0.5", 1), ("\\frac{1}{2}", 2), ("1/2", 1), ("2", 5), ("2.0", 3),
+                                      ("0.75", 4), ("\\frac{3}{4}", 1), ("-2", 1)])  # fmt: skip
+    assert forms[3].answer != forms[4].answer and forms[5].answer != forms[6].answer  # strings differ
+    classes = math_task.answer_classes(wrong, forms)
+    half, two, three_quarters, minus_two = classes[0], classes[3], classes[5], classes[7]
+    assert classes[:3] == [half] * 3 and classes[3:5] == [two] * 2 and classes[5:7] == [three_quarters] * 2
+    assert len({half, two, three_quarters, minus_two}) == 4
+    # the representative is the class's most frequent canonical answer
+    assert (two, three_quarters, minus_two) == (forms[3].answer, forms[5].answer, "-2")
+
+
+def test_correct_answers_are_one_class_named_by_the_gold_text(math_task):
+    half = Problem("math/half", "p", {"answer": "\\frac{1}{2}"})
+    forms = _forms(math_task, half, [("0.5", 3), ("1/2", 1), ("\\dfrac{2}{4}", 2), ("2", 1)])
+    assert [f.correct for f in forms] == [True, True, True, False]
+    assert math_task.answer_classes(half, forms) == ["\\frac{1}{2}"] * 3 + ["2"]
+
+
+def test_a_clustering_call_that_fails_leaves_its_answers_as_classes_of_their_own(math_file):
+    from probe.tasks import AnswerForm
+
+    class Crashing:
+        def call(self, kind, **args):
+            from probe.sandbox import ScorerCrashed
+
+            raise ScorerCrashed("worker died")
+
+        def close(self):
+            pass
+
+    task = make_task(TaskConfig(task="math", data_path=str(math_file)))
+    task.scorer = Crashing()
+    forms = [AnswerForm("2", "2", 3, False), AnswerForm("2.00000000000000", "2.0", 1, False)]
+    assert task.answer_classes(Problem("math/x", "p", {"answer": "7"}), forms) == ["2", "2.00000000000000"]
+
+
+def test_clustering_more_wrong_answers_than_one_call_takes(math_task):
+    from probe.tasks.math import CLASS_CHUNK
+
+    problem = Problem("math/big", "p", {"answer": "1000"})
+    texts = [(str(i), 2) for i in range(CLASS_CHUNK + 5)] + [(f"{i}.0", 1) for i in range(CLASS_CHUNK + 5)]
+    classes = math_task.answer_classes(problem, _forms(math_task, problem, texts))
+    half = len(texts) // 2
+    assert classes[:half] == [str(i) for i in range(half)] and classes[half:] == classes[:half]
