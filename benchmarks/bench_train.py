@@ -31,7 +31,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
 from probe.cli import parse, read_recipe
 from probe.run import probe_model
-from probe.tasks import make_task
+from probe.tasks import make_suite, make_task
 from train.callbacks import NaNGuardCallback, preserved_rng
 from train.config import LeashGRPOConfig, load_probe_recipe, train_task_config
 from train.data import problems_dataset, without_probe_problems
@@ -88,9 +88,9 @@ def main(argv=None) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
     config = recipe(args.model, str(scratch / "out"), args.steps)
     task = make_task(train_task_config(config))
-    probe_task_config, probe_config = load_probe_recipe(config.probe_recipe)
-    probe_task = make_task(probe_task_config)
-    dataset = problems_dataset(without_probe_problems(task.problems(), probe_task.problems()))
+    probe_domains, probe_config = load_probe_recipe(config.probe_recipe)
+    probe_suite = make_suite(probe_domains)
+    dataset = problems_dataset(without_probe_problems(task.problems(), probe_suite.problems()))
     reward = make_reward_function(task)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
 
@@ -112,13 +112,13 @@ def main(argv=None) -> dict:
     policy = AutoModelForCausalLM.from_pretrained(args.model).eval()
     start = time.perf_counter()
     with preserved_rng(), torch.no_grad():
-        probe_model(policy, tokenizer, probe_task, probe_task.problems(), probe_config, scratch / "probe",
+        probe_model(policy, tokenizer, probe_suite, probe_suite.problems(), probe_config, scratch / "probe",
                     progress=False)  # fmt: skip
     probe_s = time.perf_counter() - start
     probes = len({0, *range(probe_steps, demo_steps + 1, probe_steps), demo_steps})
     share = probes * probe_s / (probes * probe_s + demo_steps * leash_s)
     print(
-        f"one probe (n {probe_config.n} x {len(probe_task.problems())} problems): {probe_s:.1f} s; "
+        f"one probe (n {probe_config.n} x {len(probe_suite.problems())} problems): {probe_s:.1f} s; "
         f"{probes} probes + {demo_steps} steps -> probe share {share:.1%} (extrapolated, target <= 10%)"
     )
     result = {"seconds_per_step": {"leash": leash_s, "trl": trl_s}, "ratio": leash_s / trl_s,

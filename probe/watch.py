@@ -48,6 +48,7 @@ import torch
 
 from probe.cli import ConfigError, parse
 from probe.config import ProbeConfig
+from probe.domains import domain_keys
 from probe.files import RunLock, read_manifest
 from probe.metrics import summarize, versus_reference
 from probe.store import (
@@ -163,17 +164,23 @@ def run_finished(run_dir: Path) -> bool:
 
 
 def probe_metrics(directory: Path, base_directory: Path | None) -> dict[str, float]:
-    """`probe/<key>` for every model-level metric and `probe/vs_base/<key>` against the base probe.
+    """`probe/<key>` for every model-level metric and `probe/vs_base/<key>` against the base probe, pooled
+    over all problems (the historical keys, also under `probe/overall/`) and per domain
+    (`probe/<domain>/<key>`, `probe/<domain>/vs_base/<key>`; probe.domains.domain_keys).
 
     Undefined rates (None) are left out: no logger takes a null.
     """
     probe = load_probe(directory)
-    metrics = {f"probe/{k}": float(v) for k, v in summarize(probe.records, probe.zeta).items()}
+    domains = probe.by_domain
+    pooled = summarize(probe.records, probe.zeta)
+    per_domain = {d: summarize(records, probe.zeta) for d, records in domains.items()}
+    metrics = domain_keys("probe", "", pooled, per_domain)
     if base_directory is not None:
         base = load_probe(base_directory)
-        versus = versus_reference(base.records, probe.records)
-        metrics.update({f"probe/vs_base/{k}": float(v) for k, v in versus.items() if v is not None})
-    return metrics
+        base_domains = base.by_domain
+        versus = {d: versus_reference(base_domains.get(d, []), records) for d, records in domains.items()}
+        metrics.update(domain_keys("probe", "vs_base", versus_reference(base.records, probe.records), versus))
+    return {key: float(value) for key, value in metrics.items() if value is not None}
 
 
 def wandb_is_offline() -> bool:

@@ -18,11 +18,13 @@ from pathlib import Path
 from transformers.utils import is_torch_bf16_gpu_available
 from trl import GRPOConfig, ModelConfig
 
-from probe.cli import ConfigError, check_types, parse
+from probe.cli import ConfigError, parse
 from probe.config import ProbeConfig
+from probe.domains import check_domain_name, default_domain
 from probe.files import check_output_dir
 from probe.models import check_model_dir
-from probe.tasks import TaskConfig
+from probe.tasks import SuiteConfig, TaskConfig, suite_sections
+from probe.tasks.suite import parse_sections, task_section
 from train.exploration import ADVANTAGES
 
 # "org/name" with no local dir of that name: a Hugging Face Hub id rather than a missing local dir.
@@ -50,6 +52,15 @@ class LeashGRPOConfig(GRPOConfig):
         metadata={
             "help": "The training problems: keys of probe.tasks.TaskConfig (task, num_problems, seed, ...), "
             "missing keys take TaskConfig's defaults; a JSON object on the command line."
+        },
+    )
+    train_tasks: dict | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "A training mixture instead of train_task: {domain: {weight: w, TaskConfig keys...}}. "
+            "Each problem carries its domain and is rewarded by its own task; the dataset holds every "
+            "domain's problems, repeated or cut to its share w / sum(w) of all rows. A JSON object on "
+            "the command line."
         },
     )
     holdout_probe_problems: bool = field(
@@ -171,6 +182,7 @@ class LeashGRPOConfig(GRPOConfig):
                 )
             self.reward_weights = [1.0, self.format_reward_weight]
         super().__post_init__()
+        self.train_tasks = parse_sections(self.train_tasks, "train_tasks")
         if self.train_task is None:
             self.train_task = {}
         if isinstance(self.train_task, str):  # from the command line
@@ -186,23 +198,43 @@ def _bf16_hardware() -> bool:
     return is_torch_bf16_gpu_available()
 
 
-def load_probe_recipe(path: str):
-    """(TaskConfig, ProbeConfig) from a probe recipe YAML."""
+def load_probe_recipe(path: str) -> tuple[dict[str, TaskConfig], ProbeConfig]:
+    """({domain: TaskConfig}, ProbeConfig) from a probe recipe YAML (one task section, or a suite)."""
     if not Path(path).is_file():
         raise ConfigError(f"probe_recipe: no such file {path!r}")
-    return parse((TaskConfig, ProbeConfig), ["--config", path])
+    task, suite, probe = parse((TaskConfig, SuiteConfig, ProbeConfig), ["--config", path])
+    return suite_sections(task, suite), probe
 
 
-def train_task_config(config: LeashGRPOConfig):
+def train_task_config(config: LeashGRPOConfig) -> TaskConfig:
     """probe.tasks.TaskConfig from `train_task`; an unknown key, or a value of the wrong type, is named
     (`train_task.num_problems: expected int, got 'many'`)."""
-    known = set(TaskConfig.__dataclass_fields__)
-    unknown = sorted(set(config.train_task) - known)
-    if unknown:
-        raise ConfigError(f"train_task: unknown key(s) {unknown}; known: {sorted(known)}")
-    task_config = TaskConfig(**config.train_task)
-    check_types(task_config, "train_task")
-    return task_config
+    return task_section(config.train_task, "train_task")
+
+
+def train_sections(config: LeashGRPOConfig) -> tuple[dict[str, TaskConfig], dict[str, float]]:
+    """({domain: TaskConfig}, {domain: weight}) of the training problems: `train_tasks`, or `train_task`
+    as one domain named after its task (weight 1)."""
+    if not config.train_tasks:
+        task_config = train_task_config(config)
+        return {default_domain(task_config.task): task_config}, {default_domain(task_config.task): 1.0}
+    if config.train_task:
+        raise ConfigError("train_task and train_tasks both set: a mixture goes in train_tasks alone")
+    sections, weights = {}, {}
+    for domain, values in config.train_tasks.items():
+        check_domain_name(domain, "train_tasks")
+        weight = values.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ConfigError(f"train_tasks.{domain}.weight must be a number > 0, got {weight!r}")
+        sections[domain] = task_section(values, f"train_tasks.{domain}", extra_keys=("weight",))
+        weights[domain] = float(weight)
+    formats = {section.prompt_format for section in sections.values()}
+    if len(formats) > 1:
+        raise ConfigError(
+            f"train_tasks: every domain needs the same prompt_format (TRL takes one prompt kind per "
+            f"dataset), got {sorted(formats)}"
+        )
+    return sections, weights
 
 
 def check_base_model(name_or_path: str | None) -> None:
@@ -260,7 +292,7 @@ def validate(config: LeashGRPOConfig, model_args: ModelConfig) -> None:
     for key, keyword in MODEL_INIT_KEYS.items():
         if keyword in (config.model_init_kwargs or {}):
             raise ConfigError(f"model_init_kwargs.{keyword}: set it as {key} (TRL's ModelConfig) instead")
-    train_task_config(config)
+    train_sections(config)
     if config.ref_reset_steps < 0 or config.probe_steps < 0 or config.dynamic_sampling_max_tries < 0:
         raise ConfigError("ref_reset_steps, probe_steps and dynamic_sampling_max_tries must be >= 0")
     if config.ref_reset_steps and config.beta == 0.0:

@@ -1,14 +1,16 @@
-"""Training data: task problems -> a `datasets.Dataset` of {"prompt", "problem_id", "fields"}.
+"""Training data: task problems -> a `datasets.Dataset` of {"prompt", "problem_id", "fields", "domain"}.
 
 TRL hands every column but "prompt" to the reward functions as keyword lists, so the verifier
-inputs travel with each prompt (`fields` as a JSON string: Arrow needs one type per column).
+inputs travel with each prompt (`fields` as a JSON string: Arrow needs one type per column) and so
+does the domain whose task judges it. A mixture of domains (`train_tasks`) is made by `mixture`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 from datasets import Dataset
 
@@ -31,8 +33,33 @@ def problems_dataset(problems: Sequence, conversational: bool = False) -> Datase
             ],
             "problem_id": [p.problem_id for p in problems],
             "fields": [json.dumps(p.fields, sort_keys=True) for p in problems],
+            "domain": [p.domain for p in problems],
         }
     )
+
+
+def mixture(problems: Sequence, weights: Mapping[str, float]) -> list:
+    """The training rows of a mixture: N = len(problems) rows, domain d's share w_d / sum(w) of them
+    (largest remainders, so the shares sum to N), filled with d's problems in their order, cycled
+    when the share is larger than d has and cut when smaller. TRL's sampler shuffles the rows, so a
+    prompt is drawn from domain d with probability about w_d / sum(w)."""
+    by_domain: dict[str, list] = {domain: [] for domain in weights}
+    for problem in problems:
+        by_domain[problem.domain].append(problem)
+    empty = [domain for domain, rows in by_domain.items() if not rows]
+    if empty:
+        raise ConfigError(f"train_tasks: no training problems left in domain(s) {empty}")
+    total, weight_sum = len(problems), sum(weights.values())
+    exact = {domain: total * weight / weight_sum for domain, weight in weights.items()}
+    shares = {domain: math.floor(value) for domain, value in exact.items()}
+    by_remainder = sorted(weights, key=lambda d: (shares[d] - exact[d], list(weights).index(d)))
+    for domain in by_remainder[: total - sum(shares.values())]:
+        shares[domain] += 1
+    rows = []
+    for domain, share in shares.items():
+        pool = by_domain[domain]
+        rows.extend(pool[i % len(pool)] for i in range(share))
+    return rows
 
 
 def overlap_keys(problem) -> set:

@@ -18,10 +18,10 @@ from accelerate import PartialState
 from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, get_peft_config
 
-from probe.cli import RunFailed, parse, run_command
+from probe.cli import ConfigError, RunFailed, parse, run_command
 from probe.distributed import barrier
 from probe.run import run_lock
-from probe.tasks import make_task
+from probe.tasks import TaskSuite, make_suite
 from train.callbacks import (
     NaNGuardCallback,
     ProbeCallback,
@@ -36,8 +36,8 @@ from train.checkpoints import (
     save_final,
     set_aside_incomplete,
 )
-from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_task_config, validate
-from train.data import check_no_overlap, first_problems, problems_dataset, without_probe_problems
+from train.config import LeashGRPOConfig, load_probe_recipe, model_init_kwargs, train_sections, validate
+from train.data import check_no_overlap, first_problems, mixture, problems_dataset, without_probe_problems
 from train.prorl import LeashGRPOTrainer, ReferenceResetCallback
 from train.rewards import make_format_reward, make_reward_function
 
@@ -63,14 +63,20 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
     # --- config (every refusal happens here, before a model is loaded)
     validate(config, model_args)
     config.model_init_kwargs = model_init_kwargs(config, model_args)
-    train_task = make_task(train_task_config(config))
-    probe_task = probe_config = None
+    train_domains, weights = train_sections(config)
+    train_suite = make_suite(train_domains)  # one task per domain; rewards dispatch by domain
+    probe_suite = probe_config = None
     if config.probe_recipe:
-        probe_task_config, probe_config = load_probe_recipe(config.probe_recipe)
+        probe_domains, probe_config = load_probe_recipe(config.probe_recipe)
         if config.probe_n is not None:
             probe_config = dataclasses.replace(probe_config, n=config.probe_n)
         probe_config = dataclasses.replace(probe_config, rank_timeout=config.ddp_timeout)
-        probe_task = make_task(probe_task_config)
+        if config.probe_num_problems is not None and len(probe_domains) > 1:
+            raise ConfigError(
+                f"probe_num_problems: probes the first problems of one task, but the probe recipe is a "
+                f"suite of {len(probe_domains)} domains ({', '.join(probe_domains)}); probe it whole (null)"
+            )
+        probe_suite = make_suite(probe_domains)
     run_dir = Path(config.output_dir)
 
     # --- seed, logging
@@ -106,7 +112,7 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
                     final_from_checkpoint(Path(last), run_dir, start)
                 barrier("final model saved again", config.ddp_timeout)
             return None
-        trainer = build_trainer(config, model_args, train_task, probe_task, probe_config)
+        trainer = build_trainer(config, model_args, (train_suite, weights), probe_suite, probe_config)
         logger.info("process %d of %d (%s)", state.process_index, state.num_processes, parallelism(trainer))
 
         # --- train, resuming from the last complete checkpoint of this run
@@ -124,11 +130,13 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
     return trainer
 
 
-def build_trainer(config, model_args, train_task, probe_task, probe_config) -> LeashGRPOTrainer:
-    """Data, tokenizer, rewards, the trainer and its callbacks."""
+def build_trainer(config, model_args, train, probe_suite, probe_config) -> LeashGRPOTrainer:
+    """Data, tokenizer, rewards, the trainer and its callbacks; `train`: (the training TaskSuite, its
+    domains' weights)."""
     # --- data
-    train_problems = train_task.problems()
-    probe_problems = probe_task.problems() if probe_task is not None else []
+    train_suite, weights = train
+    train_problems = train_suite.problems()
+    probe_problems = probe_suite.problems() if probe_suite is not None else []
     if config.holdout_probe_problems:
         kept = without_probe_problems(train_problems, probe_problems)
         logger.info(
@@ -136,12 +144,15 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
         )
         train_problems = kept
     check_no_overlap(train_problems, probe_problems)
-    if probe_task is not None and config.probe_num_problems is not None:  # held out in full, probed in part
-        probe_task.close()
-        probe_task, probe_problems = first_problems(
-            probe_task.config, config.probe_num_problems, probe_problems
-        )
-    dataset = problems_dataset(train_problems, conversational=train_task.config.prompt_format == "chat")
+    if probe_suite is not None and config.probe_num_problems is not None:  # held out in full, probed in part
+        ((domain, task),) = probe_suite.tasks.items()  # one domain (main refuses a suite)
+        task.close()
+        task, _ = first_problems(task.config, config.probe_num_problems, probe_problems)
+        probe_suite = TaskSuite({domain: task})
+        probe_problems = probe_suite.problems()
+    train_problems = mixture(train_problems, weights)
+    chat = next(iter(train_suite.tasks.values())).config.prompt_format == "chat"  # one format for all
+    dataset = problems_dataset(train_problems, conversational=chat)
 
     # --- model (TRL loads it, and the reference, from model_name_or_path with model_init_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -151,9 +162,9 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
     )
 
     # --- rewards (weights: config.reward_weights, set from format_reward_weight when that is on)
-    reward_funcs = [make_reward_function(train_task)]
+    reward_funcs = [make_reward_function(train_suite)]
     if config.format_reward_weight:
-        reward_funcs.append(make_format_reward(train_task))
+        reward_funcs.append(make_format_reward(train_suite))
 
     # --- trainer + callbacks
     trainer = LeashGRPOTrainer(
@@ -168,11 +179,11 @@ def build_trainer(config, model_args, train_task, probe_task, probe_config) -> L
     trainer.add_callback(NaNGuardCallback(trainer))
     if config.ref_reset_steps:
         trainer.add_callback(ReferenceResetCallback(trainer))
-    if probe_task is not None and config.probe_by == "watcher":
+    if probe_suite is not None and config.probe_by == "watcher":
         trainer.add_callback(WatcherScheduleCallback(trainer, model_args.model_name_or_path))
-    elif probe_task is not None:
+    elif probe_suite is not None:
         trainer.add_callback(
-            ProbeCallback(trainer, probe_task, probe_problems, probe_config, model_args.model_name_or_path)
+            ProbeCallback(trainer, probe_suite, probe_problems, probe_config, model_args.model_name_or_path)
         )
     return trainer
 

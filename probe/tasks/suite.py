@@ -63,10 +63,7 @@ def task_section(values: Mapping, where: str, extra_keys: tuple[str, ...] = ()) 
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     config = TaskConfig(**{k: v for k, v in values.items() if k in known})
-    try:
-        check_types(config)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
+    check_types(config, where)  # `train_task.num_problems: expected int, got 'many'`
     return config
 
 

@@ -141,7 +141,7 @@ def test_a_suite_recipe_gives_one_task_per_domain_and_problems_carry_their_domai
     [
         (SUITE_RECIPE + "seed: 3\n", r"task keys \['seed'\] beside suite"),
         ("suite:\n  easy: {task: countdown, not_a_key: 1}\n", r"suite\.easy: unknown key\(s\) \['not_a"),
-        ("suite:\n  easy: {task: countdown, num_problems: many}\n", r"suite\.easy: TaskConfig\.num_problems"),
+        ("suite:\n  easy: {task: countdown, num_problems: many}\n", r"suite\.easy\.num_problems"),
         ("suite:\n  Overall: {task: countdown}\n", "domain name 'Overall'"),
         ("suite:\n  overall: {task: countdown}\n", "domain name 'overall'"),
         ("suite: [1, 2]\n", "mapping of domain name"),
