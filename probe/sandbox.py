@@ -476,6 +476,16 @@ def _math_verify(gold: str, answer: str | None, timeout_seconds: int) -> dict:
     return {"gold_ok": True, "answer": str(predicted[0]), "correct": bool(correct)}
 
 
+def _math_many(gold: str, answers: list[str], timeout_seconds: int) -> dict:
+    """`_math_verify` of each answer against one gold, in one call (one round trip per problem)."""
+    results = [_math_verify(gold, answer, timeout_seconds) for answer in answers]
+    gold_ok = bool(_math_gold(gold, timeout_seconds))
+    return {
+        "gold_ok": gold_ok,
+        "answers": [{"answer": r["answer"], "correct": r["correct"]} for r in results],
+    }
+
+
 def _math_classes(representatives: list[str], answers: list[str], timeout_seconds: int) -> list[int]:
     """Equivalence classes under math-verify: for each answer in order, the index (into
     representatives + answers) of the first earlier representative it equals, else its own index
@@ -498,5 +508,10 @@ def _math_classes(representatives: list[str], answers: list[str], timeout_second
     return classes
 
 
-_HANDLERS = {"reasoning_gym": _score_reasoning_gym, "math": _math_verify, "math_classes": _math_classes}
+_HANDLERS = {
+    "reasoning_gym": _score_reasoning_gym,
+    "math": _math_verify,
+    "math_many": _math_many,
+    "math_classes": _math_classes,
+}
 _PREPARE = {"reasoning_gym": lambda fields, answer: _dataset_of(fields)}

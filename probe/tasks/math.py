@@ -36,6 +36,7 @@ MATH_CHAT_INSTRUCTION = "\n\nPut your final answer within \\boxed{}."
 # Wrong answers per clustering call: each is compared with every class found so far, so this bounds
 # one call's work (a call past the verifier's time limit leaves its answers as classes of their own).
 CLASS_CHUNK = 32
+VERIFY_CHUNK = 32  # answers per verification call (a call past the limit is retried answer by answer)
 
 
 class MathTask(_IsolatedTask):
@@ -117,39 +118,76 @@ class MathTask(_IsolatedTask):
                 representative[index] = forms[members[found]].answer
         return representative
 
+    def judge_many(self, problem: Problem, completions: list[str]) -> list[Verdict]:
+        """Verdicts in order; the problem's distinct answers are verified together (`verify_many`)."""
+        answers = [self.extract(completion) for completion in completions]
+        distinct = list(dict.fromkeys(answers))
+        verdict_of = dict(zip(distinct, self.verify_many(problem, distinct), strict=True))
+        return [verdict_of[answer] for answer in answers]
+
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
+        return self.verify_many(problem, [answer])[0]
+
+    def verify_many(self, problem: Problem, answers: list[str | None]) -> list[Verdict]:
+        """Verdicts of extracted answers (None: no answer), in order. Each must pass the LaTeX
+        allow-list; the rest go to math-verify in the worker VERIFY_CHUNK at a time, so a problem
+        costs one round trip, not one per answer (on a busy CPU each is tens of ms). A chunk whose
+        call fails is retried answer by answer, so only the answer that timed out or crashed the
+        scorer goes unscored. The gold is checked once (and warned about once) per gold text."""
         gold = problem.fields["answer"]
-        unscored = Reason.NO_ANSWER if answer is None else None  # why an answer goes unscored
-        if answer is not None:
+        unscored: dict[int, Reason] = {}  # why an answer goes unscored before any scorer sees it
+        for index, answer in enumerate(answers):
+            if answer is None:
+                unscored[index] = Reason.NO_ANSWER
+                continue
             try:  # before math-verify: it parses with sympy, and falls back to inner parts of deep input
                 self.grammar.check(answer)  # length (too_long) first, then characters, commands, depth
             except GrammarRejection as rejection:
-                answer, unscored = None, Reason(rejection.reason)
-        gold_unparseable = Verdict(NA, None, Reason.GOLD_UNPARSEABLE)
-        if gold in self._gold_ok and (answer is None or not self._gold_ok[gold]):
-            return Verdict(NA, False, unscored) if self._gold_ok[gold] else gold_unparseable
-        # the scorer runs even without an answer, to learn whether the gold parses
+                unscored[index] = Reason(rejection.reason)
+        checked = [i for i in range(len(answers)) if i not in unscored]
+        verdicts: dict[int, Verdict] = {i: Verdict(NA, False, reason) for i, reason in unscored.items()}
+        if self._gold_ok.get(gold) is False:
+            return [Verdict(NA, None, Reason.GOLD_UNPARSEABLE)] * len(answers)
+        # the scorer runs even without an answer to score, to learn whether the gold parses
+        chunks = [checked[i : i + VERIFY_CHUNK] for i in range(0, len(checked), VERIFY_CHUNK)]
+        for chunk in chunks or ([[]] if gold not in self._gold_ok else []):
+            verdicts.update(self._verify_chunk(problem, gold, answers, chunk))
+            if self._gold_ok.get(gold) is False:
+                return [Verdict(NA, None, Reason.GOLD_UNPARSEABLE)] * len(answers)
+        return [verdicts[i] for i in range(len(answers))]
+
+    def _verify_chunk(
+        self, problem: Problem, gold: str, answers: list, chunk: list[int]
+    ) -> dict[int, Verdict]:
         result = self._score(
-            "math",
+            "math_many",
             gold=gold,
-            answer=answer,
+            answers=[answers[i] for i in chunk],
             timeout_seconds=max(1, int(self.config.verifier_timeout_seconds / 3)),
         )
         if isinstance(result, Reason):
-            return Verdict(NA, False, result)
+            if len(chunk) > 1:  # one answer past the limit (or crashing the scorer) must not sink the rest
+                return {
+                    i: v
+                    for index in chunk
+                    for i, v in self._verify_chunk(problem, gold, answers, [index]).items()
+                }
+            return {i: Verdict(NA, False, result) for i in chunk}
         if not result["gold_ok"]:
             if gold not in self._gold_ok:
                 logger.warning(
                     "math: gold answer of %s cannot be parsed (%r); problem skipped", problem.problem_id, gold
                 )
             self._gold_ok[gold] = False
-            return gold_unparseable
+            return {}
         self._gold_ok[gold] = True
-        if answer is None:
-            return Verdict(NA, False, unscored)
-        if not result["answer"]:  # math-verify found nothing to parse in the answer
-            return Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
-        return Verdict(result["answer"], bool(result["correct"]))
+        verdicts = {}
+        for index, scored in zip(chunk, result["answers"], strict=True):
+            if not scored["answer"]:  # math-verify found nothing to parse in the answer
+                verdicts[index] = Verdict(NA, False, Reason.OUTSIDE_GRAMMAR)
+            else:
+                verdicts[index] = Verdict(scored["answer"], bool(scored["correct"]))
+        return verdicts
 
 
 def gold_text(value) -> str:

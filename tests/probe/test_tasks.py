@@ -587,3 +587,49 @@ def test_clustering_more_wrong_answers_than_one_call_takes(math_task):
     classes = math_task.answer_classes(problem, _forms(math_task, problem, texts))
     half = len(texts) // 2
     assert classes[:half] == [str(i) for i in range(half)] and classes[half:] == classes[:half]
+
+
+def test_math_judges_a_problems_distinct_answers_in_one_scorer_call(math_file):
+    """Each scorer call is a round trip to the worker process; on a busy CPU (the sampler's threads
+    spinning beside it) one costs tens of ms, so a problem's answers go together."""
+    task = make_task(TaskConfig(task="math", data_path=str(math_file), id_column="id"))
+    calls = []
+    call = task.scorer.call
+    task.scorer.call = lambda kind, **args: calls.append(kind) or call(kind, **args)
+    try:
+        problem = task.problems()[0]
+        texts = [f"\\boxed{{{i}/4}}" for i in range(12)] + ["no box", "\\boxed{0.75}"]
+        _, verdicts = in_thread(task.judge_many, problem, texts)
+        assert calls == ["math_many"]
+        assert [v.correct for v in verdicts] == [i == 3 for i in range(12)] + [False, True]
+        assert verdicts[12].reason == Reason.NO_ANSWER
+    finally:
+        task.close()
+
+
+def test_a_batch_that_fails_is_judged_answer_by_answer_so_only_the_bad_one_goes_unscored(math_file):
+    from probe.sandbox import ScorerTimeout
+
+    class SlowOnOne:
+        def __init__(self, real):
+            self.real, self.kinds = real, []
+
+        def call(self, kind, **args):
+            self.kinds.append((kind, len(args.get("answers", []))))
+            if "9" in args.get("answers", []):
+                raise ScorerTimeout("past the limit")
+            return self.real.call(kind, **args)
+
+        def close(self):
+            self.real.close()
+
+    task = make_task(TaskConfig(task="math", data_path=str(math_file), id_column="id"))
+    task.scorer = SlowOnOne(task.scorer)
+    try:
+        problem = task.problems()[2]  # gold 2
+        _, verdicts = in_thread(task.judge_many, problem, ["\\boxed{2}", "\\boxed{9}", "\\boxed{2.0}"])
+        assert verdicts == [Verdict("2", True), Verdict(NA, False, Reason.VERIFIER_TIMEOUT),
+                            Verdict("2.00000000000000", True)]  # fmt: skip
+        assert task.scorer.kinds == [("math_many", 3), ("math_many", 1), ("math_many", 1), ("math_many", 1)]
+    finally:
+        task.close()
