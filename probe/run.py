@@ -392,7 +392,9 @@ def summarize_run(
         "num_problems": len(rows),
         "skipped_problems": len(records) - len(rows),
         "unfinished_samples": int(sum(r["unfinished"] for r in rows)),
-        "reasons": dict(sorted(sum((Counter(r["reasons"]) for r in rows), Counter()).items())),
+        "reasons": _reasons(rows),
+        "reasons_by_domain": {domain: _reasons(domain_rows) for domain, domain_rows in by_domain.items()},
+        "skipped_by_domain": dict(Counter(r["domain"] for r in records if "skipped" in r)),
         # summed over problems (and processes): time spent sampling, verifying and storing
         "seconds": seconds,
         "samples_per_second": samples / seconds if seconds > 0 else None,
@@ -404,6 +406,11 @@ def summarize_run(
         "config": identity,
         "versions": _versions(),
     }
+
+
+def _reasons(rows: list[dict]) -> dict[str, int]:
+    """reason -> samples carrying it, summed over the rows' records."""
+    return dict(sorted(sum((Counter(r["reasons"]) for r in rows), Counter()).items()))
 
 
 def _versions() -> dict:

@@ -152,22 +152,30 @@ def test_bad_suite_recipes_are_refused_naming_what_is_wrong(tmp_path, recipe, me
         _sections(recipe, tmp_path)
 
 
-def test_probe_run_of_a_two_domain_suite_writes_both_levels(tiny_base, tmp_path):
+def test_probe_run_of_a_suite_writes_both_levels_and_counts_bad_input_per_domain(tiny_base, tmp_path):
     from probe.__main__ import cli
 
+    math_file = tmp_path / "math.jsonl"  # the countdown base writes no \boxed{}: all NA
+    rows = [{"problem": "1+1", "answer": "2", "id": "a"}, {"problem": "2+2", "answer": "}{", "id": "b"}]
+    math_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    section = f"  math: {{task: math, data_path: {math_file}, id_column: id}}\n"
     recipe = tmp_path / "suite.yaml"
-    recipe.write_text(SUITE_RECIPE)
+    recipe.write_text(SUITE_RECIPE.replace("n: 8", section + "n: 8"))
     out = tmp_path / "probe"
     args = ["run", "--config", str(recipe), "--model", str(tiny_base), "--output_dir", str(out),
             "--progress", "false"]  # fmt: skip
     assert cli(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = load_problems(out)
-    assert [r["domain"] for r in rows] == ["easy"] * 3 + ["hard"] * 2
-    assert summary["tasks"] == {"easy": "countdown", "hard": "countdown"}
+    assert [r["domain"] for r in rows] == ["easy"] * 3 + ["hard"] * 2 + ["math"]  # math/b skipped
+    assert summary["tasks"] == {"easy": "countdown", "hard": "countdown", "math": "math"}
     assert summary["metrics"] == pytest.approx(summarize(rows), rel=1e-12)
-    for domain in ("easy", "hard"):
+    for domain in ("easy", "hard", "math"):
         part = [r for r in rows if r["domain"] == domain]
         assert summary["domains"][domain] == pytest.approx(summarize(part), rel=1e-12)
-    assert summary["domains"]["easy"]["num_problems"] == 3 and summary["metrics"]["num_problems"] == 5
+    assert summary["domains"]["easy"]["num_problems"] == 3 and summary["metrics"]["num_problems"] == 6
+    assert summary["skipped_problems"] == 1 and summary["skipped_by_domain"] == {"math": 1}
+    math_reasons = summary["reasons_by_domain"]["math"]
+    assert sum(math_reasons.values()) == 8 and set(math_reasons) <= {"no_answer", "unfinished"}
+    assert summary["domains"]["math"]["pass@1"] == 0.0
     assert json.loads((out / "config.json").read_text())["suite"]["hard"]["min_target"] == 50
