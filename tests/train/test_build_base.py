@@ -176,3 +176,62 @@ def test_cli_rejects_an_unknown_recipe_key(tmp_path, capsys):
     recipe.write_text("max_steps: 2\nnot_a_field: 1\n")
     assert cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
     assert "not_a_field" in capsys.readouterr().err
+
+
+# --- the embedded math base: a data generator writes the probe and RL sets first
+
+
+def _math_recipe(tmp_path: Path) -> Path:
+    recipe = tmp_path / "arith_probe.yaml"
+    recipe.write_text(
+        f"task: math\ndata_path: {tmp_path / 'data' / 'probe.jsonl'}\nid_column: id\nnum_problems: 0\n"
+    )
+    return recipe
+
+
+def test_the_arith_generator_writes_held_out_probe_and_rl_sets_in_the_math_schema(tmp_path):
+    from probe.tasks.arith import ArithConfig
+
+    recipe = _math_recipe(tmp_path)
+    generator = ArithConfig(arith_probe_problems=30, arith_train_problems=200,
+                            arith_train_path=str(tmp_path / "data" / "train.jsonl"))  # fmt: skip
+    config = _small(tmp_path / "base", recipe, data_generator="arith")
+    main(config, generator)
+    probe_rows = [json.loads(line) for line in (tmp_path / "data" / "probe.jsonl").read_text().splitlines()]
+    train_rows = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(probe_rows) == 30 and len(train_rows) == 200
+    assert set(probe_rows[0]) == {"id", "problem", "answer"}
+    assert not {r["problem"] for r in probe_rows} & {r["problem"] for r in train_rows}
+    assert any("\\frac{" in r["answer"] for r in train_rows) and any(
+        r["answer"].startswith("-") for r in train_rows
+    )
+    record = json.loads((tmp_path / "base" / CONFIG_FILE).read_text())
+    assert record["generator"]["arith_probe_problems"] == 30 and "arith_train_path" not in record["generator"]
+    # the probe set is read back by the math task, as the probe reads it
+    task = make_task(load_task_config(recipe, "arith"))
+    assert [p.problem_id for p in task.problems()][:2] == ["math/probe-000000", "math/probe-000001"]
+    # a rerun keeps identical files; another generator config is refused unless --overwrite
+    before = (tmp_path / "data" / "probe.jsonl").stat().st_mtime_ns
+    main(config, generator)
+    assert (tmp_path / "data" / "probe.jsonl").stat().st_mtime_ns == before
+    with pytest.raises(ConfigError, match="holds other problems"):
+        main(config, dataclasses.replace(generator, arith_max_int=5))
+    main(dataclasses.replace(config, overwrite=True), dataclasses.replace(generator, arith_max_int=5))
+
+
+def test_generator_settings_are_refused_without_a_generator_and_leave_countdown_fingerprints(
+    tmp_path, tiny_probe_recipe
+):
+    from probe.tasks.arith import ArithConfig
+
+    with pytest.raises(ConfigError, match="arith_max_int"):
+        main(_small(tmp_path / "a", tiny_probe_recipe), ArithConfig(arith_max_int=3))
+    task_config = load_task_config(tiny_probe_recipe)
+    assert resolve(BaseConfig(), task_config, ArithConfig(arith_max_int=3)) == resolve(
+        BaseConfig(), task_config
+    )
+    assert "data_generator" not in resolve(BaseConfig(), task_config)["base"]  # countdown: as before
+    with pytest.raises(ConfigError, match="task: math and a data_path ending in .jsonl"):
+        main(_small(tmp_path / "b", tiny_probe_recipe, data_generator="arith"))
+    with pytest.raises(ConfigError, match="not one of"):
+        main(_small(tmp_path / "c", _math_recipe(tmp_path), data_generator="algebra"))
