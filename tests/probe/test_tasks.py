@@ -633,3 +633,36 @@ def test_a_batch_that_fails_is_judged_answer_by_answer_so_only_the_bad_one_goes_
         assert task.scorer.kinds == [("math_many", 3), ("math_many", 1), ("math_many", 1), ("math_many", 1)]
     finally:
         task.close()
+
+
+def test_two_models_spelling_one_answer_differently_share_it_at_the_answer_level(math_task):
+    """Through the probe's own tally: one model writes the gold 1/2 as `0.5`, the other as `1/2` and
+    `\\frac{1}{2}`; both records name the class by the gold text, so the comparison between the two
+    probe dirs preserves one answer instead of counting one lost and one new."""
+    import numpy as np
+
+    from probe import metrics
+    from probe.run import ProblemTally
+    from probe.sampling import SampleChunk
+
+    problem = Problem("math/half", "p", {"answer": "\\frac{1}{2}"})
+
+    def record(boxed: list[str]) -> dict:
+        texts = [f"\\boxed{{{text}}}" for text in boxed]
+        chunk = SampleChunk([[1]] * len(texts), texts, np.ones(len(texts), np.int64),
+                            np.zeros(len(texts)), np.ones(len(texts), bool))  # fmt: skip
+        tally = ProblemTally()
+        tally.add(chunk, in_thread(tally.judge, math_task, problem, chunk)[1])
+        return {"n": tally.samples, "answers": in_thread(tally.answer_classes, math_task, problem)[1]}
+
+    a = record(["0.5", "0.5", "0.5", "2", "2.0"])
+    b = record(["1/2", "\\frac{1}{2}", "2", "3"])
+    assert [(e["answer"], e["count"], e["correct"]) for e in a["answers"]] == [
+        ("\\frac{1}{2}", 3, True), ("2", 2, False)]  # fmt: skip
+    assert a["answers"][1]["forms"] == {"2": 1, "2.00000000000000": 1}
+    assert metrics.correct_answers(a) == metrics.correct_answers(b) == {"\\frac{1}{2}"}
+    assert metrics.correct_counts(b) == [2]
+    assert metrics.answer_level_support([metrics.correct_answers(a)], [metrics.correct_answers(b)]) == {
+        "preserved": 1, "new": 0, "lost": 0}  # fmt: skip
+    counts = [e["count"] for e in a["answers"]]  # answer entropy counts 2 classes here, not 3 strings
+    assert metrics.answer_entropy(counts) == pytest.approx(metrics.answer_entropy([3, 2]))
