@@ -320,10 +320,11 @@ def probe_model(
     return summary
 
 
-def run_identity(suite: TaskSuite, config: ProbeConfig, model_name: str) -> dict:
-    """What config.json holds: a rerun with anything different is another run."""
+def run_identity(task, config: ProbeConfig, model_name: str) -> dict:
+    """What config.json holds (`task`: a Task or a TaskSuite): a rerun with anything different is another
+    run."""
     return {
-        **suite.identity(),
+        **TaskSuite.of(task).identity(),
         "probe": {k: v for k, v in asdict(config).items() if k not in NOT_IDENTITY},
         "model": model_name,
     }
