@@ -68,7 +68,7 @@ def test_two_domain_compare_breaks_every_class_and_rate_down_by_domain_and_pools
 
 
 def test_wandb_keys_per_domain_beside_the_unchanged_pooled_keys(pair):
-    from train.callbacks import probe_metrics
+    from probe.watch import probe_metrics
 
     reference, candidate = pair
     keys = probe_metrics(candidate, reference)
