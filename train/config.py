@@ -206,6 +206,17 @@ def load_probe_recipe(path: str) -> tuple[dict[str, TaskConfig], ProbeConfig]:
     return suite_sections(task, suite), probe
 
 
+def load_one_task_probe_recipe(path: str, user: str) -> tuple[TaskConfig, ProbeConfig]:
+    """(TaskConfig, ProbeConfig) of a probe recipe with one task section; a suite is refused naming `user`
+    (what needs one task)."""
+    domains, probe_config = load_probe_recipe(path)
+    if len(domains) > 1:
+        raise ConfigError(
+            f"{user}: needs a probe recipe with one task section; {path} is a suite of {list(domains)}"
+        )
+    return next(iter(domains.values())), probe_config
+
+
 def train_task_config(config: LeashGRPOConfig) -> TaskConfig:
     """probe.tasks.TaskConfig from `train_task`; an unknown key, or a value of the wrong type, is named
     (`train_task.num_problems: expected int, got 'many'`)."""

@@ -56,7 +56,7 @@ from probe.run import main as probe_main
 from probe.tasks import make_task
 from train.callbacks import prepare_wandb_env
 from train.checkpoints import final_is_complete
-from train.config import LeashGRPOConfig, load_probe_recipe, validate
+from train.config import LeashGRPOConfig, load_one_task_probe_recipe, validate
 from train.data import first_problems
 from train.grpo import main as train_main
 
@@ -227,7 +227,7 @@ def parse_recipe(recipe: dict):
 def probe_base(run: Run, study_dir: Path) -> tuple[Path, Path]:
     """(trajectory probe dir, final probe dir) of the base model, each probed once per study."""
     config = run.config
-    task_config, final_config = load_probe_recipe(config.probe_recipe)
+    task_config, final_config = load_one_task_probe_recipe(config.probe_recipe, "train.study")
     base = run.model_args.model_name_or_path
     task = make_task(task_config)
     problems = task.problems()
@@ -345,7 +345,7 @@ def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> di
     """Probe each run's point nearest `level` (its last point when there is none) at the probe recipe's
     own budget; returns run name -> probe dir. A probe another process is making (a second analysis of the
     same study) is skipped in the first pass and waited for in the second."""
-    task_config, final_config = load_probe_recipe(runs[0].config.probe_recipe)
+    task_config, final_config = load_one_task_probe_recipe(runs[0].config.probe_recipe, "train.study")
     out = {}
     for run in runs:
         points = trajectories[run.name]
