@@ -124,3 +124,21 @@ def test_a_latex_bomb_through_the_mixture_reward_is_incorrect_within_the_time_li
     assert rewards == [0.0, 0.0]
     assert time.perf_counter() - start < suite.tasks["math"].config.verifier_timeout_seconds
     assert logged["rewards/suite_correct/too_long"] == 2.0  # both past max_answer_chars before any parse
+
+
+def test_probing_the_first_problems_of_a_suite_is_refused_before_any_model_loads(tmp_path, tiny_base):
+    """probe_num_problems takes the first N problems of one task; a suite has no single first N."""
+    from trl import ModelConfig
+
+    from train.grpo import main
+
+    recipe = tmp_path / "suite.yaml"
+    sections = (
+        "  easy: {task: countdown, num_problems: 4}\n  hard: {task: countdown, num_problems: 4, seed: 1}\n"
+    )
+    recipe.write_text("suite:\n" + sections + "n: 2\n")
+    train_task = {"task": "countdown", "num_problems": 8}
+    config = _config(tmp_path / "run", train_task=train_task, probe_recipe=str(recipe), probe_num_problems=2)
+    with pytest.raises(ConfigError, match=r"probe_num_problems: .* suite of 2 domains \(easy, hard\)"):
+        main(config, ModelConfig(model_name_or_path=str(tiny_base)))
+    assert not (tmp_path / "run").exists()
