@@ -465,7 +465,10 @@ def format_table(summary: dict) -> str:
 
 
 def main(
-    task_config: TaskConfig, suite_config: SuiteConfig, probe_config: ProbeConfig, run_args: RunArguments
+    task_config: TaskConfig,
+    suite_config: SuiteConfig | None,
+    probe_config: ProbeConfig,
+    run_args: RunArguments,
 ) -> dict:
     """Probe the checkpoint `run_args.model` on the recipe's problems (its task, or every domain of its
     suite); returns summary.json's content."""

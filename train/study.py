@@ -254,8 +254,11 @@ def probe_base(run: Run, study_dir: Path) -> tuple[Path, Path]:
             point_task.close()
     final_dir = store.final_probe_dir(store.study_base_dir(study_dir), 0)
     if not store.is_finished(final_dir):
-        probe_main(
-            task_config, final_config, RunArguments(model=base, output_dir=str(final_dir), progress=False)
+        probe_main(  # None: no suite, the recipe's one task
+            task_config,
+            None,
+            final_config,
+            RunArguments(model=base, output_dir=str(final_dir), progress=False),
         )
     return trajectory_dir, final_dir
 
@@ -363,7 +366,7 @@ def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> di
                 arguments = RunArguments(
                     model=str(checkpoint_dir(run, step)), output_dir=str(directory), progress=False
                 )
-                probe_main(task_config, final_config, arguments)
+                probe_main(task_config, None, final_config, arguments)  # None: no suite, one task
     return {run.name: store.final_probe_dir(run.directory, out[run.name][0]) for run in runs}
 
 

@@ -145,13 +145,13 @@ def test_final_probes_skip_one_another_process_is_making_then_wait_for_it(tmp_pa
     fcntl.flock(holder, fcntl.LOCK_EX)
     calls = []
 
-    def probe(task_config, final_config, arguments):
+    def probe(task_config, suite_config, final_config, arguments):
         calls.append(Path(arguments.model).relative_to(tmp_path).as_posix())
         fcntl.flock(holder, fcntl.LOCK_UN)
         Path(arguments.output_dir).mkdir(parents=True)
         (Path(arguments.output_dir) / store.SUMMARY).write_text("{}")
 
-    monkeypatch.setattr(study, "load_probe_recipe", lambda path: (None, None))
+    monkeypatch.setattr(study, "load_one_task_probe_recipe", lambda path, user: (None, None))
     monkeypatch.setattr(study, "probe_main", probe)
     dirs = study.final_probes(runs, trajectories, level=None)
     assert calls == ["b/seed-0/checkpoint-10", "a/seed-0/checkpoint-10"]
