@@ -102,8 +102,8 @@ def main(config: LeashGRPOConfig, model_args: ModelConfig) -> LeashGRPOTrainer |
                 )
             else:
                 logger.warning(
-                    "%s: the final model of step %d is incomplete (the run died while saving it): saved "
-                    "again from %s",
+                    "%s: the final model of step %d has no whole final_model.json (the run died while saving "
+                    "it, or was written before leash kept that manifest): saved again from %s",
                     run_dir,
                     start,
                     last,
