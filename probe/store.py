@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from probe.cli import InputError
 from probe.domains import default_domain, split_by_domain
-from probe.files import remove_stale_temporaries, write_atomic
+from probe.files import read_manifest, remove_stale_temporaries, write_atomic
 from probe.metrics import check_record, common_budget
 
 CONFIG = "config.json"
@@ -71,6 +71,7 @@ PPL_SUMMARY = "ppl_summary.json"
 FINAL_ASIDE = ".final-partial"
 FINAL_MANIFEST = "final_model.json"
 CHECKPOINT_MANIFEST = "checkpoint_complete.json"
+CHECKPOINT_PREFIX = "checkpoint-"  # RUN/checkpoint-N (transformers' PREFIX_CHECKPOINT_DIR)
 DEFAULT_ZETA = 0.05  # the spec's default; a probe dir's own config.probe.zeta wins
 
 
@@ -481,6 +482,21 @@ def run_probe_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
         if child.is_dir() and suffix.isdigit():
             found.append((int(suffix), child))
     return sorted(found)
+
+
+def run_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, dir) of every RUN/checkpoint-N dir, complete or not, in step order."""
+    found = []
+    for child in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*"):
+        suffix = child.name.removeprefix(CHECKPOINT_PREFIX)
+        if child.is_dir() and suffix.isdigit():
+            found.append((int(suffix), child))
+    return sorted(found)
+
+
+def is_complete_checkpoint(checkpoint: Path) -> bool:
+    """Complete once its manifest (written last, after every rank's files) lists whole files."""
+    return read_manifest(checkpoint, CHECKPOINT_MANIFEST) is not None
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

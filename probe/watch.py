@@ -52,12 +52,13 @@ from probe.domains import domain_keys
 from probe.files import RunLock, read_manifest
 from probe.metrics import summarize, versus_reference
 from probe.store import (
-    CHECKPOINT_MANIFEST,
     FINAL_MANIFEST,
     RUN_PROBES,
+    is_complete_checkpoint,
     is_finished,
     load_probe,
     probe_dir,
+    run_checkpoints,
     write_json,
 )
 from probe.tasks import TaskConfig, make_task
@@ -67,7 +68,6 @@ logger = logging.getLogger(__name__)
 WATCH_FILE = "watch.json"  # RUN/watch.json: what a "probe by watcher" trainer tells the watcher
 RUN_ID_FILE = "wandb_run_id"  # RUN/wandb_run_id: the training run's W&B id (train.callbacks)
 PINNED = ".pinned"  # RUN/probes/.pinned/checkpoint-<step>/: model files kept for the watcher
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # checkpoint files a probe does not read (optimizer, scheduler, RNG and scaler state, DeepSpeed shards)
 TRAINING_STATE = re.compile(r"^(optimizer|scheduler|scaler|rng_state|training_args|global_step|zero_to_fp32)")
 
@@ -92,21 +92,6 @@ class WatchArguments:
 # --- what the run holds
 
 
-def checkpoint_ready(path: Path) -> bool:
-    """A checkpoint is complete once its manifest (train.checkpoints, written last) lists its files."""
-    return read_manifest(path, CHECKPOINT_MANIFEST) is not None
-
-
-def run_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """step -> complete RUN/checkpoint-<step>."""
-    found = {}
-    for child in run_dir.glob("checkpoint-*"):
-        match = CHECKPOINT.match(child.name)
-        if match and checkpoint_ready(child):
-            found[int(match.group(1))] = child
-    return found
-
-
 def pin_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / RUN_PROBES / PINNED / f"checkpoint-{step}"
 
@@ -129,7 +114,7 @@ def pin_checkpoint(run_dir: Path, step: int, checkpoint: Path) -> Path | None:
                 os.link(source, tmp / source.name)
             except OSError:  # another filesystem, or links not allowed: a copy
                 shutil.copy2(source, tmp / source.name)
-        if not checkpoint_ready(checkpoint):
+        if not is_complete_checkpoint(checkpoint):
             raise FileNotFoundError(checkpoint)
         tmp.rename(pin)
     except FileNotFoundError:
@@ -250,7 +235,9 @@ class Watcher:
     def pin_new(self) -> None:
         """Pin every due checkpoint not probed yet (also called from the pinning thread)."""
         with self.lock:
-            for step, checkpoint in sorted(run_checkpoints(self.run_dir).items()):
+            for step, checkpoint in run_checkpoints(self.run_dir):
+                if not is_complete_checkpoint(checkpoint):
+                    continue  # still being written: its manifest comes last
                 if self.due(step) and not is_finished(probe_dir(self.run_dir, step)):
                     if pin_checkpoint(self.run_dir, step, checkpoint) is None and step not in self.missed:
                         self.missed.add(step)
@@ -265,8 +252,7 @@ class Watcher:
         if base and watch.get("probe_at_start", True) and not is_finished(probe_dir(self.run_dir, 0)):
             found.append((0, base, Path(base)))
         pinned = self.run_dir / RUN_PROBES / PINNED
-        steps = {int(m.group(1)) for p in pinned.glob("checkpoint-*") if (m := CHECKPOINT.match(p.name))}
-        for step in sorted(steps):
+        for step, _ in run_checkpoints(pinned):
             if self.due(step) and not is_finished(probe_dir(self.run_dir, step)):
                 found.append((step, f"{name_prefix}/checkpoint-{step}", pin_path(self.run_dir, step)))
         return found

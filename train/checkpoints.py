@@ -28,11 +28,16 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from probe.distributed import barrier
 from probe.files import fsync_dir, read_manifest, write_manifest
 from probe.models import ModelError, check_weights_file
-from probe.store import CHECKPOINT_MANIFEST, FINAL_ASIDE, FINAL_MANIFEST
+from probe.store import (
+    CHECKPOINT_MANIFEST,
+    FINAL_ASIDE,
+    FINAL_MANIFEST,
+    is_complete_checkpoint,
+    run_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
 SET_ASIDE_PREFIX = "incomplete-"
 REFERENCE_FILE = "reference_model.safetensors"  # in a checkpoint dir, once the ProRL reference has moved
 # Checkpoint files that only resuming training reads (the rest is what save_model writes).
@@ -47,20 +52,6 @@ TRAINING_ONLY = re.compile(
 
 def mark_checkpoint_complete(checkpoint: Path, step: int) -> None:
     write_manifest(checkpoint, CHECKPOINT_MANIFEST, global_step=step)
-
-
-def is_complete_checkpoint(checkpoint: Path) -> bool:
-    return read_manifest(checkpoint, CHECKPOINT_MANIFEST) is not None
-
-
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, dir) of every RUN/checkpoint-N dir, complete or not, in step order."""
-    found = []
-    for path in run_dir.iterdir() if run_dir.is_dir() else ():
-        match = CHECKPOINT.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def looks_whole(checkpoint: Path) -> bool:
@@ -89,7 +80,7 @@ def set_aside_incomplete(run_dir: Path) -> list[Path]:
     In a run dir where leash has written no manifest yet (all of it older than manifests), a checkpoint
     whose trainer files are whole is kept and given its manifest."""
     moved = []
-    found = checkpoints(run_dir)
+    found = run_checkpoints(run_dir)
     written_before_manifests = not (run_dir / FINAL_MANIFEST).exists() and not any(
         (path / CHECKPOINT_MANIFEST).exists() for _, path in found
     )
@@ -118,7 +109,7 @@ def set_aside_incomplete(run_dir: Path) -> list[Path]:
 
 
 def last_complete_checkpoint(run_dir: Path) -> str | None:
-    complete = [path for _, path in checkpoints(run_dir) if is_complete_checkpoint(path)]
+    complete = [path for _, path in run_checkpoints(run_dir) if is_complete_checkpoint(path)]
     return str(complete[-1]) if complete else None
 
 
