@@ -209,29 +209,8 @@ def render_markdown(result: dict) -> str:
     if levels:
         top = levels[-1]
         lines += ["", f"## At matched pass@1 gain {top['level']} (n = {n}, interpolated)", ""]
-        header = [
-            "entry",
-            "seeds",
-            "support",
-            "P",
-            "E",
-            "S",
-            "O",
-            "SRR",
-            "NDR",
-            "NSCR",
-            "answer H",
-            "distinct correct",
-        ]
-        keys = [
-            "support_size",
-            *(f"{c}@{n}" for c in "PESO"),
-            f"SRR@{n}",
-            f"NDR@{n}",
-            f"NSCR@{n}",
-            "answer_entropy",
-            "distinct_correct",
-        ]
+        header = ["entry", "seeds", *SUPPORT_COLUMNS]
+        keys = support_keys(n)
         rows = [
             [entry, f"{e['reached']}/{e['seeds']}", *(cell(e["values"].get(k), 2) for k in keys)]
             for entry, e in top["entries"].items()
@@ -280,23 +259,8 @@ def render_markdown(result: dict) -> str:
         f"{result['reference_entry']}'s net shrink is not positive).",
         "",
     ]
-    header = [
-        "entry",
-        "pass@1 gain",
-        "step",
-        "support",
-        "P",
-        "E",
-        "S",
-        "O",
-        "SRR",
-        "NDR",
-        "NSCR",
-        "answer H",
-        "distinct correct",
-        "net shrink / ref",
-        "target",
-    ]
+    header = ["entry", "pass@1 gain", "step", *SUPPORT_COLUMNS, "net shrink / ref", "target"]
+    keys = support_keys(final_n)
     rows = []
     for entry, values in result["final"]["entries"].items():
         goal = result["target"][entry]
@@ -305,15 +269,6 @@ def render_markdown(result: dict) -> str:
             met = "reference"
         else:
             met = "undefined" if goal["met"] is None else ("met" if goal["met"] else "not met")
-        keys = [
-            "support_size",
-            *(f"{c}@{final_n}" for c in "PESO"),
-            f"SRR@{final_n}",
-            f"NDR@{final_n}",
-            f"NSCR@{final_n}",
-            "answer_entropy",
-            "distinct_correct",
-        ]
         rows.append(
             [
                 entry,
@@ -326,6 +281,20 @@ def render_markdown(result: dict) -> str:
         )
     lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"
+
+
+# The support columns of the study tables, and the point values they show at budget n.
+SUPPORT_COLUMNS = ["support", "P", "E", "S", "O", "SRR", "NDR", "NSCR", "answer H", "distinct correct"]
+
+
+def support_keys(n: int) -> list[str]:
+    return [
+        "support_size",
+        *(f"{c}@{n}" for c in "PESO"),
+        *(f"{rate}@{n}" for rate in ("SRR", "NDR", "NSCR")),
+        "answer_entropy",
+        "distinct_correct",
+    ]
 
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
