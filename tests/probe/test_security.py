@@ -20,7 +20,17 @@ import pytest
 from probe.grammar import REJECTED_BY_GRAMMAR, TOO_DEEP, TOO_LONG
 from probe.sandbox import IsolatedScorer, ScorerCrashed
 from probe.scorer_audit import CODE, COMPARES, GRAMMAR, REASONING_GYM_SCORERS, decode_entry
-from probe.tasks import NA, Problem, Reason, TaskConfig, Verdict, count_reasons, countdown_prompt, make_task
+from probe.tasks import (
+    NA,
+    AnswerForm,
+    Problem,
+    Reason,
+    TaskConfig,
+    Verdict,
+    count_reasons,
+    countdown_prompt,
+    make_task,
+)
 from train.rewards import make_reward_function
 
 # --- payloads: the issue's, and variants that reach the old audit hook's module global other ways
@@ -171,6 +181,26 @@ def check_path(name, math_file, tmp_path):
 @pytest.mark.parametrize("name", DEFAULT_PATHS)
 def test_payloads_create_nothing_and_forge_nothing(name, math_file, tmp_path):
     check_path(name, math_file, tmp_path)
+
+
+def test_payloads_through_math_answer_classes_create_nothing_and_keep_the_classes_right(math_file, tmp_path):
+    """The probe's answer classes (math-verify equivalence, in the worker) see the same extracted texts:
+    payloads stay NA (never sent), and the worker's grouping of real wrong answers stays right after them."""
+    path = Path_("math", math_file)
+    try:
+        payloads = payload_texts(tmp_path)
+        texts = [text for text, _ in payloads.values()] + ["0.5", "1/2", "2", "2.0", "-3"]
+        verdicts = path.task.judge_many(path.problem, [path.wrap(text) for text in texts])
+        forms = [AnswerForm(v.answer, text, 1, v.correct) for text, v in zip(texts, verdicts, strict=True)]
+        classes = path.task.answer_classes(path.problem, forms)
+        assert not [marker for _, marker in payloads.values() if marker.exists()]
+        hostile = len(payloads)
+        code = [i for i, name in enumerate(payloads) if name not in ARITHMETIC_PAYLOADS]
+        assert all(classes[i] == NA for i in code), classes[:hostile]
+        gold = path.problem.fields["answer"]
+        assert classes[hostile:] == [gold, gold, "2", "2", "-3"], classes[hostile:]
+    finally:
+        path.close()
 
 
 @pytest.mark.slow
