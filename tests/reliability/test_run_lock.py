@@ -4,6 +4,7 @@ is taken over with a warning. Under several ranks the lock is the run's (rank 0 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from tiny_lm import save_random
 from train_runs import ROOT, train_args
 
 from probe.__main__ import cli as probe_cli
 from probe.files import LOCK_FILE, LockHeld, RunLock
+from probe.store import is_complete_checkpoint, run_checkpoints
 from train.grpo import cli as train_cli
 
 
@@ -104,26 +107,90 @@ def test_two_probe_processes_into_one_dir_one_runs_the_other_is_refused(model, t
         first.wait()
 
 
+def complete_steps(run: Path) -> list[int]:
+    return [step for step, path in run_checkpoints(run) if is_complete_checkpoint(path)]
+
+
+def lock_holder(run: Path) -> int | None:
+    """The pid the lock file names (None while absent, or between its creation and the holder's write)."""
+    try:
+        return json.loads((run / LOCK_FILE).read_text())["pid"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def ranks_of(launch: subprocess.Popen) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(launch.pid).children(recursive=True)
+    return []
+
+
+def end_launch(launch: subprocess.Popen) -> None:
+    """Kill a launch and every rank of it: torchrun starts its ranks in sessions of their own, so its
+    process group alone would leave them running."""
+    for rank in ranks_of(launch):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            rank.kill()
+    launch.kill()
+    launch.wait()
+
+
 @pytest.mark.slow
 def test_two_ranks_hold_one_lock_and_a_second_launch_is_refused(tiny_base, tmp_path):
-    """`accelerate launch` with configs/accelerate/cpu2.yaml; the lock names the launch's rank 0."""
+    """`accelerate launch` with configs/accelerate/cpu2.yaml: while the first launch trains, its rank 0
+    holds the lock, and a second launch into the same dir is refused on each of its ranks naming that pid;
+    the first trains on undisturbed. The first gets more steps than it can run and is killed at the end:
+    a short first run (8 steps: ~3 s under the lock) ended before the second launch's ranks reached
+    their lock attempt (12-17 s of start-up on a quiet machine), and the second found a finished run."""
     run = tmp_path / "run"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(ROOT / "configs" / "accelerate" / "cpu2.yaml"), "-m", "train"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    args = [*launch, *train_args(tiny_base, run, "--max_steps", "8", "--save_steps", "4")]
-    first = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while not (run / LOCK_FILE).is_file() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    holder = json.loads((run / LOCK_FILE).read_text())["pid"]
-    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    _, first_err = first.communicate(timeout=900)
-    assert first.returncode == 0, first_err[-3000:]
-    started = set(re.findall(r"train INFO: process (\d+) of 2", first_err))
-    assert started == {"0", "1"}
-    assert f"pid {holder}" in second.stderr  # each rank of the second launch read the same refusal
-    assert second.returncode != 0  # the launcher reports its ranks' exit 2 as a failure of its own
-    assert (run / "checkpoint-8").is_dir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"OMP_NUM_THREADS": "1"}
+    args = [*launch, *train_args(tiny_base, run, "--max_steps", "1000000", "--save_steps", "20")]
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    second = None
+    try:
+        # the first is mid-run under its lock: both ranks built their trainer, it saved a complete
+        # checkpoint, and the lock file names a live rank of this launch
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and first.poll() is None:
+            started = set(re.findall(r"train INFO: process (\d+) of 2", first_log.read_text()))
+            holder = lock_holder(run)
+            ranks = {rank.pid for rank in ranks_of(first)}
+            if started == {"0", "1"} and complete_steps(run) and holder in ranks:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the first launch never trained under its lock:\n{first_log.read_text()[-3000:]}")
+
+        with second_log.open("w") as log:
+            second = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        # a second launch that got past the lock builds its trainer (or finds the run finished): stop there
+        passed = re.compile(r"train INFO: process \d+ of 2|nothing left to do|resuming ")
+        deadline = time.monotonic() + 600
+        while second.poll() is None and time.monotonic() < deadline:
+            if passed.search(second_log.read_text()):
+                break
+            time.sleep(0.2)
+        err = second_log.read_text()
+        assert not passed.search(err), f"the second launch got past the lock:\n{err[-3000:]}"
+        assert second.poll() is not None, f"the second launch neither ran nor ended:\n{err[-3000:]}"
+        refusals = [line for line in err.splitlines() if "train: error: " in line]
+        assert len(refusals) == 2, err[-3000:]  # each rank read rank 0's refusal
+        assert all(f"{run} is in use by pid {holder} " in line for line in refusals), err[-3000:]
+        assert second.returncode != 0  # the launcher reports its ranks' exit 2 as a failure of its own
+
+        # the first was never disturbed: same holder, and it trains on past where it was at the refusal
+        at_refusal = max(complete_steps(run))
+        deadline = time.monotonic() + 600
+        while max(complete_steps(run)) == at_refusal and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, first_log.read_text()[-3000:]
+        assert lock_holder(run) == holder
+        assert max(complete_steps(run)) > at_refusal
+    finally:
+        for process in (second, first):
+            if process is not None:
+                end_launch(process)
