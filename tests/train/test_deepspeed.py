@@ -11,18 +11,16 @@ Run with `make test-deepspeed` (keeps DeepSpeed's compiled extension in .cache/t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
+from launching import launch
 from safetensors.torch import load_model
 from transformers import AutoModelForCausalLM
 
@@ -33,48 +31,14 @@ pytestmark = pytest.mark.deepspeed
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs" / "train" / "countdown_tiny.yaml"
-ACCELERATE = ROOT / "configs" / "accelerate"
 NAN_WORKER = Path(__file__).with_name("nan_on_one_rank.py")
-LAUNCH_TIMEOUT = 900  # s: a launch that takes longer is hung (each takes ~1 min on 2 busy cores)
-RANK_TIMEOUT = 120  # s: --ddp_timeout, so a stuck cross-rank wait fails well inside LAUNCH_TIMEOUT
+RANK_TIMEOUT = 120  # s: --ddp_timeout, so a stuck cross-rank wait fails well inside launching.LAUNCH_TIMEOUT
 TRAIN_TASK = {"num_problems": 300, "seed": 7, "unique_problems": False, "min_numbers": 3, "max_numbers": 3,
               "min_target": 1, "max_target": 30}  # fmt: skip
 VARIABLE = ("seconds", "samples_per_second", "versions")  # wall-clock figures and library versions
 
 
 # --- launching
-
-
-def free_port() -> int:
-    with socket.socket() as s:  # other runs on this machine may hold accelerate's default 29500
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(config: str, *args: str, script: tuple[str, ...] = ("-m", "train")) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file configs/accelerate/CONFIG script args`; a hung launch is killed
-    (every process of it) and fails the test."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE / config),
-        "--main_process_port", str(free_port()), *script, *args,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # torchrun starts its workers in sessions of their own: kill the whole tree, not just the group
-        for child in psutil.Process(process.pid).children(recursive=True):
-            child.kill()
-        process.kill()
-        stdout, stderr = process.communicate()
-        pytest.fail(
-            f"launch hung for {LAUNCH_TIMEOUT} s and was killed: {' '.join(command)}\n{stderr[-4000:]}"
-        )
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def train_args(tiny_base: Path, run_dir: Path, *extra: str) -> list[str]:
