@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,6 +119,21 @@ class StudyConfig:
             "to spread a study's entries over processes (`--entries` a JSON subset each), then run it whole."
         },
     )
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "Processes sharing the study: this one and workers - 1 children (`python -m train.study` "
+            "on the same study dir, logs in STUDY/workers/) train the runs and make the final probes, each "
+            "taking what no other holds; this one writes the comparison. num_threads 0: cpus / workers each."
+        },
+    )
+    worker: bool = field(
+        default=False,
+        metadata={
+            "help": "Set on the children of `workers`: train and make final probes, leave study.md, "
+            "study.json, the figure and the W&B summary to the parent."
+        },
+    )
     report_to: str = field(default="wandb", metadata={"help": "wandb (offline without a key) | none."})
     wandb_project: str = field(
         default="leash", metadata={"help": "W&B project; the group is the study name."}
@@ -173,6 +189,8 @@ def check_study(config: StudyConfig) -> None:
         raise ConfigError("levels must be > 0 (pass@1 gains) and num_levels >= 1")
     if config.num_threads < 0:
         raise ConfigError(f"num_threads must be >= 0, got {config.num_threads}")
+    if config.workers < 1 or (config.worker and config.workers != 1):
+        raise ConfigError(f"workers must be >= 1 (1 in a worker), got {config.workers}")
     if config.report_to not in ("wandb", "none"):
         raise ConfigError(f"report_to: {config.report_to!r} is not one of ('wandb', 'none')")
 
@@ -370,13 +388,20 @@ def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> di
     return {run.name: store.final_probe_dir(run.directory, out[run.name][0]) for run in runs}
 
 
-def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) -> dict:
-    """Trajectories, the matched comparison, the end-of-study comparison and the target; study.json."""
-    base_points, base_final = store.load_probe(base_dirs[0]), store.load_probe(base_dirs[1])
+def trajectories_and_level(
+    config: StudyConfig, runs: list[Run], base_points
+) -> tuple[dict, dict, float | None]:
+    """(run name -> trajectory, entry -> its runs' trajectories, the final probes' pass@1 gain level)."""
     trajectories = {run.name: trajectory(base_points, store.load_run(run.directory)) for run in runs}
     by_entry = {entry: [trajectories[r.name] for r in runs if r.entry == entry] for entry in config.entries}
     top = reference_levels(by_entry, config.reference_entry, 1)
-    level = top[0] if top else None
+    return trajectories, by_entry, (top[0] if top else None)
+
+
+def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) -> dict:
+    """Trajectories, the matched comparison, the end-of-study comparison and the target; study.json."""
+    base_points, base_final = store.load_probe(base_dirs[0]), store.load_probe(base_dirs[1])
+    trajectories, by_entry, level = trajectories_and_level(config, runs, base_points)
     levels = list(config.levels) or reference_levels(by_entry, config.reference_entry, config.num_levels)
     final_dirs = final_probes(runs, trajectories, level)
     final = {}
@@ -436,6 +461,40 @@ def log_to_wandb(config: StudyConfig, result: dict, figure: Path) -> None:
         run.finish()
 
 
+# --- worker processes
+
+
+def start_workers(config: StudyConfig, study_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start workers - 1 children on the same study (its recipe in STUDY/workers/config.yaml); each trains
+    the runs and makes the final probes no other process holds (the locks above), so a run is never
+    shared and a child that dies leaves its run to the next process that reaches it."""
+    directory = study_dir / "workers"
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe = {**dataclasses.asdict(config), "workers": 1, "worker": True}
+    store.write_atomic(directory / "config.yaml", yaml.safe_dump(recipe, sort_keys=False).encode())
+    children = []
+    for index in range(1, config.workers):
+        log = directory / f"worker-{index}.log"
+        with open(log, "ab") as handle:
+            command = [sys.executable, "-m", "train.study", "--config", str(directory / "config.yaml")]
+            children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT), log))
+    logger.info("started %d worker process(es), logs in %s", len(children), directory)
+    return children
+
+
+def end_workers(children: list[tuple[subprocess.Popen, Path]], stop: bool) -> None:
+    """Wait for the children (or stop them, when this process failed: their runs resume next time). A child
+    that failed is named with its log; its runs were taken over by this process, which checks each run."""
+    for child, log in children:
+        if stop and child.poll() is None:
+            child.terminate()
+        code = child.wait()
+        if code != 0 and not stop:
+            logger.warning(
+                "worker %d exited %d (log: %s); this process checked every run", child.pid, code, log
+            )
+
+
 # --- main
 
 
@@ -463,10 +522,26 @@ def main(config: StudyConfig) -> dict:
     study_dir = Path(config.output_dir)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     started, load_at_start = time.perf_counter(), os.getloadavg()
+    if config.workers > 1 and config.num_threads == 0:
+        config.num_threads = max(1, (os.cpu_count() or 1) // config.workers)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     study_dir.mkdir(parents=True, exist_ok=True)
+    children = start_workers(config, study_dir) if config.workers > 1 else []
+    finished = False
+    try:
+        result = run_study(config, runs, study_dir, started, load_at_start)
+        finished = True
+    finally:
+        end_workers(children, stop=not finished)
+    if result:
+        write_outputs(config, runs, study_dir, result)
+    return result
 
+
+def run_study(config: StudyConfig, runs: list[Run], study_dir: Path, started: float, load_at_start) -> dict:
+    """Train every run (and make the final probes) that no other process holds; the comparison unless this
+    is a worker or train_only ({} then)."""
     # --- the base, probed once for every run
     with exclusive(study_dir / ".base.lock"):
         base_dirs = probe_base(runs[0], study_dir)
@@ -492,12 +567,20 @@ def main(config: StudyConfig) -> dict:
     if config.train_only:
         record_invocation(study_dir, started, load_at_start, config)
         return {}
+    if config.worker:  # the final probes only; the parent compares
+        trajectories, _, level = trajectories_and_level(config, runs, store.load_probe(base_dirs[0]))
+        final_probes(runs, trajectories, level)
+        record_invocation(study_dir, started, load_at_start, config)
+        return {}
 
     # --- end-of-study probes and the comparison
     result = analyse(config, runs, base_dirs)
     record_invocation(study_dir, started, load_at_start, config)
+    return result
 
-    # --- save
+
+def write_outputs(config: StudyConfig, runs: list[Run], study_dir: Path, result: dict) -> None:
+    """study.json, study.md, trajectories.png and the W&B summary run."""
     store.write_json(study_dir / "study.json", result)
     markdown = render_markdown(result)
     store.write_atomic(study_dir / "study.md", markdown.encode())
@@ -514,7 +597,6 @@ def main(config: StudyConfig) -> dict:
         log_to_wandb(config, result, figure)
     print(markdown)
     print(f"wrote {study_dir / 'study.md'}, study.json and trajectories.png")
-    return result
 
 
 def cli(args: Sequence[str] | None = None) -> int:
