@@ -279,6 +279,18 @@ def render_markdown(result: dict) -> str:
                 met,
             ]
         )
+    noise = result["final"].get("noise_floor")
+    if noise:  # the base against itself, another sampling seed: what sampling alone makes of the classes
+        rows.append(
+            [
+                f"*base vs base (sampling seed {noise['sampling_seed']})*",
+                cell({"mean": noise["gain"]}),
+                "—",
+                *(cell({"mean": noise.get(k)}, 2) for k in keys),
+                "—",
+                "noise floor",
+            ]
+        )
     lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"
 

@@ -469,6 +469,12 @@ def study_base_dir(study_dir: str | os.PathLike) -> Path:
     return Path(study_dir) / STUDY_BASE
 
 
+def study_noise_dir(study_dir: str | os.PathLike, sampling_seed: int) -> Path:
+    """STUDY/base/noise_floor/sampling-seed-S: the base probed again at the final budget with another
+    sampling seed (the study's base-vs-base control)."""
+    return study_base_dir(study_dir) / "noise_floor" / f"sampling-seed-{sampling_seed}"
+
+
 def study_run_dir(study_dir: str | os.PathLike, entry: str, seed: int) -> Path:
     """STUDY/runs/<entry>/seed-<s>: the training run dir of one entry and seed."""
     return Path(study_dir) / STUDY_RUNS / entry / f"{SEED_PREFIX}{seed}"

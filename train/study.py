@@ -281,6 +281,23 @@ def probe_base(run: Run, study_dir: Path) -> tuple[Path, Path]:
     return trajectory_dir, final_dir
 
 
+def probe_noise_floor(run: Run, study_dir: Path) -> Path:
+    """The base probed again at the final budget with the next sampling seed: compared with the base's own
+    final probe, its E, S and NSCR are what sampling alone makes of the support classes, the floor any
+    entry's numbers are read against."""
+    task_config, final_config = load_one_task_probe_recipe(run.config.probe_recipe, "train.study")
+    again = dataclasses.replace(final_config, sampling_seed=final_config.sampling_seed + 1)
+    directory = store.study_noise_dir(study_dir, again.sampling_seed)
+    if not store.is_finished(directory):
+        with exclusive(study_dir / ".noise_floor.lock"):
+            if not store.is_finished(directory):
+                arguments = RunArguments(
+                    model=run.model_args.model_name_or_path, output_dir=str(directory), progress=False
+                )
+                probe_main(task_config, None, again, arguments)  # None: no suite, the recipe's one task
+    return directory
+
+
 def give_base_probe(run: Run, trajectory_dir: Path) -> None:
     """Copy the base's trajectory probe into the run as its step 0 (whole, or not at all)."""
     target = store.probe_dir(run.directory, 0)
@@ -404,6 +421,9 @@ def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) 
     trajectories, by_entry, level = trajectories_and_level(config, runs, base_points)
     levels = list(config.levels) or reference_levels(by_entry, config.reference_entry, config.num_levels)
     final_dirs = final_probes(runs, trajectories, level)
+    noise_dir = probe_noise_floor(runs[0], Path(config.output_dir))
+    base_again = store.load_probe(noise_dir)
+    noise = {"sampling_seed": base_again.summary["seed"], **with_rates(point_values(base_final, base_again))}
     final = {}
     for entry in config.entries:
         per_seed = []
@@ -427,6 +447,7 @@ def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) 
             "problems": len(base_final.records),
             "level": level,
             "base": base_final.summary["metrics"],
+            "noise_floor": noise,
             "entries": final,
         },
         "matched": matched(by_entry, levels),
@@ -449,6 +470,11 @@ def log_to_wandb(config: StudyConfig, result: dict, figure: Path) -> None:
         table = wandb.Table(columns=["entry", *keys])
         for entry, values in result["final"]["entries"].items():
             table.add_data(entry, *(values.get(k, {}).get("mean") for k in keys))
+        noise = result["final"].get("noise_floor")
+        if noise:
+            table.add_data(
+                f"base vs base (sampling seed {noise['sampling_seed']})", *(noise.get(k) for k in keys)
+            )
         run.log({"study/final": table, "study/trajectories": wandb.Image(str(figure))})
         run.summary.update(
             {
@@ -570,6 +596,7 @@ def run_study(config: StudyConfig, runs: list[Run], study_dir: Path, started: fl
     if config.worker:  # the final probes only; the parent compares
         trajectories, _, level = trajectories_and_level(config, runs, store.load_probe(base_dirs[0]))
         final_probes(runs, trajectories, level)
+        probe_noise_floor(runs[0], study_dir)
         record_invocation(study_dir, started, load_at_start, config)
         return {}
 

@@ -162,3 +162,18 @@ def test_the_table_names_levels_entries_and_the_target():
     assert "Not reached by every seed at gain 0.1: option" in text
     assert "| option | 0.090 |" in text and "not met" in text and "reference" in text
     assert "| grpo | 0.100 ± 0.010 |" in text
+    assert "base vs base" not in text  # a study made before the noise floor: no row
+    # the noise floor: the base against itself with another sampling seed, one row under the entries
+    result["final"]["noise_floor"] = {
+        "sampling_seed": 1,
+        "gain": 0.002,
+        "E@4": 3.0,
+        "S@4": 2.0,
+        "NSCR@4": 0.02,
+    }
+    row = render_markdown(result).splitlines()[-1]
+    assert row.startswith("| *base vs base (sampling seed 1)* | 0.002 | — |") and row.endswith(
+        "| noise floor |"
+    )
+    cells = row.split(" | ")
+    assert cells[5:7] == ["3.00", "2.00"]  # E, S in the table's column order

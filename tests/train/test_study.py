@@ -65,6 +65,8 @@ def study_config(tmp_path: Path, train_recipe: Path, **overrides) -> StudyConfig
         ({"seeds": [1, 1]}, "distinct seeds"),
         ({"num_threads": -1}, "num_threads must be >= 0"),
         ({"levels": [0.0]}, "levels must be > 0"),
+        ({"workers": 0}, "workers must be >= 1"),
+        ({"workers": 2, "worker": True}, r"workers must be >= 1 \(1 in a worker\)"),
     ],
 )
 def test_a_bad_study_is_refused_naming_the_problem(overrides, named, tmp_path):
@@ -198,6 +200,11 @@ def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_rec
         assert "NSCR@16" in result["final"]["entries"][entry]
     text = (study_dir / "study.md").read_text()
     assert "| pass_at_k |" in text and "## At n = 16" in text
+    # the noise floor: the base probed again at the final budget with the next sampling seed
+    noise_dir = store.study_noise_dir(study_dir, 1)
+    assert (store.load_probe(noise_dir).summary["seed"], store.load_probe(noise_dir).n) == (1, 16)
+    assert result["final"]["noise_floor"]["sampling_seed"] == 1 and "E@16" in result["final"]["noise_floor"]
+    assert "| *base vs base (sampling seed 1)* |" in text
     assert (study_dir / "trajectories.png").stat().st_size > 10_000
     # W&B: every run and the summary in the study's group, offline
     groups = []
@@ -223,3 +230,31 @@ def test_a_tiny_study_trains_compares_logs_and_resumes(tiny_base, tiny_probe_rec
     assert (killed / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == kept
     state = json.loads((killed / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and store.is_finished(store.probe_dir(killed, 4))
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_each_run_trained_once(tiny_base, tiny_probe_recipe, tmp_path, caplog):
+    # the parent and one child (a real `python -m train.study` process) split the runs and the final
+    # probes through the study's locks: every run is trained by exactly one of them, every final probe made
+    # once, and the parent alone writes the comparison
+    config = study_config(
+        tmp_path, write_recipes(tmp_path, tiny_base, tiny_probe_recipe), workers=2, report_to="none"
+    )
+    study_dir = Path(config.output_dir)
+    with caplog.at_level("INFO", logger="train.study"):
+        result = study.main(config)
+    names = [f"{e}/seed-{s}" for e in config.entries for s in config.seeds]
+
+    def trained(text: str) -> set[str]:
+        return {name for name in names if f"{name} trained" in text}
+
+    by_parent, by_child = trained(caplog.text), trained((study_dir / "workers" / "worker-1.log").read_text())
+    assert by_parent | by_child == set(names) and not by_parent & by_child
+    assert by_child, "the child trained no run: the study was not shared"
+    invocations = [json.loads(line) for line in (study_dir / "invocations.jsonl").read_text().splitlines()]
+    assert len(invocations) == 2 and {i["train_only"] for i in invocations} == {False}
+    for run_dir in run_dirs(study_dir):
+        (final,) = [p for p in (run_dir / store.RUN_FINAL_PROBES).iterdir() if p.is_dir()]
+        assert store.is_finished(final)
+    assert result["final"]["entries"]["pass_at_k"]["gain"]["seeds"] == 2
+    assert yaml.safe_load((study_dir / "workers" / "config.yaml").read_text())["worker"] is True
