@@ -237,9 +237,9 @@ def test_two_accelerate_ranks_share_the_problems_and_match_one_process(random_mo
     assert done.returncode == 0, done.stderr[-3000:]
     lines = {p.name: p.read_bytes().count(b"\n") for p in (two / "records").iterdir()}
     assert lines == {"rank-00000.jsonl": 3, "rank-00001.jsonl": 2}, "expected two ranks sharing 5 problems"
-    assert _files(one) == _files(two)
-    assert _summary(one) == _summary(two)
-    assert pq.read_table(one / "problems.parquet").equals(pq.read_table(two / "problems.parquet"))
+    # each rank samples its problems several per call (the recipe's problems_per_call), so a problem's
+    # batch differs from one process's: equal up to float32 rounding of the token entropies
+    _assert_same_probe_to_entropy_rounding(two, one)
 
 
 def test_probe_model_takes_an_in_memory_model_and_leaves_its_mode(random_model_dir, tmp_path):
@@ -369,19 +369,25 @@ def test_problems_per_call_changes_no_sample_and_no_record(random_model_dir, tmp
     one, three = tmp_path / "one", tmp_path / "three"
     assert cli(_args(random_model_dir, one, *extra)) == 0
     assert cli(_args(random_model_dir, three, *extra, "--problems_per_call", "3")) == 0
-    assert sorted(_files(one)) == sorted(_files(three))
-    for name in _files(one):
-        mine, entropy_mine = _without_entropy(read_samples(three / name))
-        theirs, entropy_theirs = _without_entropy(read_samples(one / name))
+    _assert_same_probe_to_entropy_rounding(three, one)
+
+
+def _assert_same_probe_to_entropy_rounding(out: Path, reference: Path) -> None:
+    """Two probe dirs of the same problems and seeds whose problems were batched differently: every
+    sample, record and metric equal, token entropies (per sample, per record, in the summary) to 1e-6."""
+    assert sorted(_files(reference)) == sorted(_files(out))
+    for name in _files(reference):
+        mine, entropy_mine = _without_entropy(read_samples(out / name))
+        theirs, entropy_theirs = _without_entropy(read_samples(reference / name))
         assert mine == theirs
         np.testing.assert_allclose(entropy_mine, entropy_theirs, rtol=0, atol=1e-6)
-    rows, entropy_rows = _without_entropy(load_problems(three))
-    rows_one, entropy_rows_one = _without_entropy(load_problems(one))
+    rows, entropy_rows = _without_entropy(load_problems(out))
+    rows_one, entropy_rows_one = _without_entropy(load_problems(reference))
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in rows_one
     ]
     np.testing.assert_allclose(entropy_rows, entropy_rows_one, rtol=0, atol=1e-6)
-    metrics, metrics_one = _summary(three)["metrics"], _summary(one)["metrics"]
+    metrics, metrics_one = _summary(out)["metrics"], _summary(reference)["metrics"]
     assert sorted(metrics) == sorted(metrics_one)
     for key, value in metrics.items():
         if "entropy" in key:
