@@ -165,11 +165,14 @@ def figure_ppl_by_class(probes: list[ProbeResult], ppl_sources: dict[str, dict[s
     return figure
 
 
-def figure_study(trajectories: dict, final: dict, n: int, final_n: int) -> Figure:
+def figure_study(
+    trajectories: dict, final: dict, n: int, final_n: int, noise_floor: dict | None = None
+) -> Figure:
     """A study: support size and NSCR at the trajectory budget n against pass@1 gain, one line per entry
     (mean over seeds, band +- sample std, up to the gain every seed reaches), and NSCR at the final budget
-    against the gain measured there (mean +- std per entry). trajectories: entry -> per seed
-    probe.matched trajectory; final: entry -> key -> seed spread."""
+    against the gain measured there (mean +- std per entry), with the base against itself (another
+    sampling seed) as a dashed line. trajectories: entry -> per seed probe.matched trajectory; final:
+    entry -> key -> seed spread; noise_floor: the study's base-vs-base point values."""
     figure = Figure(figsize=(14.0, 4.6), layout="constrained")
     support_ax, nscr_ax, final_ax = figure.subplots(1, 3)
     for index, (entry, runs) in enumerate(trajectories.items()):
@@ -194,12 +197,16 @@ def figure_study(trajectories: dict, final: dict, n: int, final_n: int) -> Figur
                 gain["mean"], nscr["mean"], xerr=gain.get("std") or 0, yerr=nscr.get("std") or 0,
                 fmt="o", color=colour, capsize=3, label=entry,
             )  # fmt: skip
+    noise = (noise_floor or {}).get(f"NSCR@{final_n}")
+    if noise is not None:
+        final_ax.axhline(noise, color="grey", linestyle="--", linewidth=1, label="base vs base (noise floor)")
+        final_ax.legend(fontsize="x-small")
     support_ax.set_ylabel(f"support size at n={n} (problems)")
     nscr_ax.set_ylabel(f"NSCR against the base at n={n}")
     final_ax.set_ylabel(f"NSCR against the base at n={final_n}")
     for ax in (support_ax, nscr_ax):
         ax.set_xlabel(f"pass@1 gain over the base (n={n} trajectory points, interpolated)")
-    final_ax.set_xlabel(f"pass@1 gain at n={final_n} (the point nearest the matched level)")
+    final_ax.set_xlabel(f"pass@1 gain at n={final_n} (nearest the matched level)")
     for ax in (nscr_ax, final_ax):
         ax.axhline(0.0, color="black", linewidth=0.5)
     for ax in (support_ax, nscr_ax, final_ax):

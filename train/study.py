@@ -617,6 +617,7 @@ def write_outputs(config: StudyConfig, runs: list[Run], study_dir: Path, result:
             result["final"]["entries"],
             result["trajectory"]["n"],
             result["final"]["n"],
+            result["final"].get("noise_floor"),
         ),
         study_dir / "trajectories.png",
     )

@@ -104,3 +104,14 @@ def test_a_dir_that_is_not_a_run_is_refused_by_name(run, tmp_path):
         plots.command([str(probe_dir)])
     with pytest.raises(ProbeDirError, match="no ppl.parquet"):
         plots.command([str(run), "--ppl", str(tmp_path)])
+
+
+def test_the_study_figure_draws_the_noise_floor_on_the_final_panel():
+    from test_matched import TRAJECTORY
+
+    final = {"grpo": {"gain": {"mean": 0.1, "std": 0.01}, "NSCR@4": {"mean": -0.2, "std": 0.05}}}
+    without = plots.figure_study({"grpo": [TRAJECTORY]}, final, 4, 4)
+    figure = plots.figure_study({"grpo": [TRAJECTORY]}, final, 4, 4, {"NSCR@4": 0.11, "gain": 0.0})
+    dashed = [line for line in figure.axes[2].get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [[0.11, 0.11]]
+    assert not [line for line in without.axes[2].get_lines() if line.get_linestyle() == "--"]
