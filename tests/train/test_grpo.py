@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from launching import launch
 from safetensors.torch import load_file
 from wandb_offline import history_rows
 
@@ -199,16 +200,15 @@ def test_zero3_probes_without_gathered_weights_are_refused(tiny_base, tiny_probe
 def test_two_cpu_processes_train_and_probe_together(tiny_base, tiny_probe_recipe, tmp_path):
     """`accelerate launch` with configs/accelerate/cpu2.yaml: count the ranks actually started."""
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(ROOT / "configs" / "accelerate" / "cpu2.yaml"), "-m", "train", "--config", str(RECIPE),
+    # a hung launch is killed, every process of it, and fails the test
+    result = launch(
+        "cpu2.yaml", "--config", str(RECIPE),
         "--model_name_or_path", str(tiny_base), "--output_dir", str(run_dir),
         "--probe_recipe", str(tiny_probe_recipe), "--probe_n", "4", "--probe_steps", "2",
         "--max_completion_length", "16", "--save_steps", "2", "--logging_steps", "1",
         "--per_device_train_batch_size", "8", "--max_steps", "2", "--report_to", "none",
         "--train_task", json.dumps(TRAIN_TASK),
-    ]  # fmt: skip
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     started = set(re.findall(r"train INFO: process (\d+ of \d+)", result.stderr))
     assert started == {"0 of 2", "1 of 2"}
