@@ -19,6 +19,7 @@ import pytest
 import torch
 from launching import launch
 
+from train.checkpoints import final_is_complete
 from train.config import LeashGRPOConfig
 from train.exploration import exploration_advantages, unlikeliness_rewards
 from train.prorl import uniform_groups, weighted_rewards
@@ -53,26 +54,23 @@ def records(out_dir: Path, rank: int) -> list[dict]:
     return [json.loads(line) for line in (out_dir / f"rank-{rank}.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("option", OPTIONS)
-def test_each_rank_trains_with_its_slice_of_the_global_batchs_advantages(option, tiny_base, tmp_path):
-    settings = DEFAULTS | OPTIONS[option]
-    out_dir = tmp_path / "records"
-    out_dir.mkdir()
-    args = [
+def train_args(option: str, tiny_base: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
         "--config", str(RECIPE), "--model_name_or_path", str(tiny_base),
-        "--output_dir", str(tmp_path / "run"), "--probe_recipe", "", "--probe_steps", "0",
-        "--max_steps", str(STEPS), "--save_strategy", "no", "--logging_steps", "1",
+        "--output_dir", str(run_dir), "--probe_recipe", "", "--probe_steps", "0",
+        "--save_strategy", "no", "--logging_steps", "1",
         "--per_device_train_batch_size", str(PER_RANK), "--num_generations", str(GROUP),
         "--max_completion_length", "16", "--temperature", "0.5",  # more correct answers than at 1.0
         "--report_to", "none", "--train_task", json.dumps(TRAIN_TASK),
         "--ddp_timeout", str(RANK_TIMEOUT), *[f"--{key}={value}" for key, value in OPTIONS[option].items()],
+        *extra,
     ]  # fmt: skip
-    result = launch("cpu2.yaml", str(out_dir), *args, script=(str(RECORDER),))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert set(re.findall(r"train INFO: process (\d+ of \d+)", result.stderr)) == {"0 of 2", "1 of 2"}
 
-    by_rank = [records(out_dir, 0), records(out_dir, 1)]
-    assert [len(r) for r in by_rank] == [STEPS, STEPS]  # one generation batch per optimizer step
+
+def check_batches(by_rank: list[list[dict]], settings: dict) -> tuple[int, int]:
+    """Every recorded generation batch: the ranks' advantages are train/exploration.py's of the global batch
+    rebuilt from their own rows, rank 0's rows then rank 1's. Returns (batches whose straddling group had
+    correct and wrong answers, batches whose correct answers the unlikeliness reward re-ranked)."""
     straddling_informative = reshaped = 0
     for rank0, rank1 in zip(*by_rank, strict=True):
         assert (rank0["rank"], rank1["rank"], rank0["ranks"], rank0["step"]) == (0, 1, 2, rank1["step"])
@@ -105,8 +103,49 @@ def test_each_rank_trains_with_its_slice_of_the_global_batchs_advantages(option,
         if logps is not None:
             ranked = unlikeliness_rewards(rewards, logps, GROUP, settings["unlikeliness_beta"])
             reshaped += not torch.equal(ranked, rewards)
+    return straddling_informative, reshaped
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_rank_trains_with_its_slice_of_the_global_batchs_advantages(option, tiny_base, tmp_path):
+    settings = DEFAULTS | OPTIONS[option]
+    out_dir = tmp_path / "records"
+    out_dir.mkdir()
+    args = train_args(option, tiny_base, tmp_path / "run", "--max_steps", str(STEPS))
+    result = launch("cpu2.yaml", str(out_dir), *args, script=(str(RECORDER),))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(re.findall(r"train INFO: process (\d+ of \d+)", result.stderr)) == {"0 of 2", "1 of 2"}
+
+    by_rank = [records(out_dir, 0), records(out_dir, 1)]
+    assert [len(r) for r in by_rank] == [STEPS, STEPS]  # one generation batch per optimizer step
+    straddling_informative, reshaped = check_batches(by_rank, settings)
     # the check means something: in some batch the group split across the ranks had both correct and
     # wrong answers, so its advantages depend on rows of both ranks
     assert straddling_informative >= 1
     if settings["unlikeliness_beta"]:  # and some group's correct answers were ranked by their likelihood
         assert reshaped >= 1
+
+
+@pytest.mark.deepspeed
+def test_unlikeliness_under_zero3_resumes_from_its_checkpoint_with_the_right_advantages(tiny_base, tmp_path):
+    """The option that needs a forward of its own (sequence log-likelihoods) under ZeRO-3 on 2 CPU ranks:
+    2 steps with a checkpoint at 2, then resumed from it to step 3; every batch of both launches has the
+    advantages of its global batch, and the resumed launch starts at step 2."""
+    settings = DEFAULTS | OPTIONS["unlikeliness"]
+    run_dir, first_out, second_out = tmp_path / "run", tmp_path / "first", tmp_path / "second"
+    checkpoints = ("--save_strategy", "steps", "--save_steps", "2")  # the later value wins over "no"
+    for out_dir, steps in ((first_out, 2), (second_out, 3)):
+        out_dir.mkdir()
+        args = train_args("unlikeliness", tiny_base, run_dir, "--max_steps", str(steps), *checkpoints)
+        result = launch("zero3_cpu.yaml", str(out_dir), *args, script=(str(RECORDER),))
+        assert result.returncode == 0, result.stderr[-3000:]
+        started = set(re.findall(r"train INFO: process (\d+ of \d+ \([^)]*\))", result.stderr))
+        assert started == {"0 of 2 (DEEPSPEED, ZeRO-3)", "1 of 2 (DEEPSPEED, ZeRO-3)"}
+    assert re.search(r"resuming \S+ from \S+checkpoint-2 \(step 2\)", result.stderr), result.stderr[-3000:]
+    first = [records(first_out, 0), records(first_out, 1)]
+    second = [records(second_out, 0), records(second_out, 1)]
+    assert [[r["step"] for r in rank] for rank in first] == [[0, 1], [0, 1]]
+    assert [[r["step"] for r in rank] for rank in second] == [[2], [2]]
+    counts = [check_batches(by_rank, settings) for by_rank in (first, second)]
+    assert sum(c[0] for c in counts) >= 1 and sum(c[1] for c in counts) >= 1
+    assert final_is_complete(run_dir, 3)
