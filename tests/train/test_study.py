@@ -74,6 +74,15 @@ def test_a_bad_study_is_refused_naming_the_problem(overrides, named, tmp_path):
         check_study(study_config(tmp_path, tmp_path / "unused.yaml", **overrides))
 
 
+def test_a_study_launched_on_several_processes_is_refused(monkeypatch, tmp_path):
+    # every rank would drive the whole study (and start its own workers): refused before anything is written
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = study_config(tmp_path, tmp_path / "train.yaml")
+    with pytest.raises(ConfigError, match=r"one process.*python -m train.study.*workers"):
+        check_study(config)
+    assert not (tmp_path / "study").exists()
+
+
 def test_an_entry_with_a_bad_recipe_is_refused_before_any_run(tiny_base, tiny_probe_recipe, tmp_path):
     recipe = write_recipes(tmp_path, tiny_base, tiny_probe_recipe)
     entries = {"grpo": {}, "typo": {"learning_rat": 1e-4}}
