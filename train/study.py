@@ -166,6 +166,11 @@ class Run:
 
 
 def check_study(config: StudyConfig) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun on every rank
+        raise ConfigError(
+            "a study drives its runs from one process: start it with `python -m train.study`, not a "
+            "multi-process launcher (`workers` shares the CPUs between study processes)"
+        )
     if not config.output_dir:
         raise ConfigError("StudyConfig.output_dir: required (--output_dir STUDY)")
     if not isinstance(config.entries, dict) or not config.entries:
