@@ -9,6 +9,7 @@ data set (puzzle24), math, countdown and the per-call code path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ from probe.tasks import (
     Problem,
     Reason,
     TaskConfig,
+    TaskSuite,
     Verdict,
     count_reasons,
     countdown_prompt,
@@ -201,6 +203,37 @@ def test_payloads_through_math_answer_classes_create_nothing_and_keep_the_classe
         assert classes[hostile:] == [gold, gold, "2", "2", "-3"], classes[hostile:]
     finally:
         path.close()
+
+
+def test_payloads_through_a_two_domain_suite_create_nothing_and_forge_nothing(math_file, tmp_path):
+    """A training mixture's reward (countdown + math in one TaskSuite, each completion routed by its
+    `domain` column) and the suite's probe path: every payload in both domains is refused or wrong, nothing
+    is created, and golds and wrong answers in one batch keep their verdicts after them."""
+    paths = {"countdown": Path_("countdown", math_file), "math": Path_("math", math_file)}
+    suite = TaskSuite({domain: path.task for domain, path in paths.items()})
+    try:
+        payloads = payload_texts(tmp_path)
+        rows = []  # (domain, completion, expected reward)
+        for domain, path in paths.items():
+            rows += [(domain, path.wrap(text), 0.0) for text, _ in payloads.values()]
+            rows += [(domain, path.wrap(path.gold), 1.0), (domain, path.wrap(path.wrong), 0.0)]
+        problems = {d: dataclasses.replace(p.problem, domain=d) for d, p in paths.items()}
+        for domain, path in paths.items():  # the probe path: the suite hands each problem to its task
+            texts = [path.wrap(text) for text, _ in payloads.values()] + [path.wrap(path.gold)]
+            verdicts = suite.task_of(problems[domain]).judge_many(problems[domain], texts)
+            assert [v.correct for v in verdicts] == [False] * len(payloads) + [True], domain
+        reward = make_reward_function(suite)
+        columns = {
+            "problem_id": [problems[d].problem_id for d, _, _ in rows],
+            "fields": [json.dumps(problems[d].fields) for d, _, _ in rows],
+            "domain": [d for d, _, _ in rows],
+        }
+        prompts = [problems[d].prompt for d, _, _ in rows]
+        rewards = reward(prompts=prompts, completions=[c for _, c, _ in rows], **columns)
+        assert rewards == [expected for _, _, expected in rows]
+        assert not [marker for _, marker in payloads.values() if marker.exists()]
+    finally:
+        suite.close()
 
 
 @pytest.mark.slow
