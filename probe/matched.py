@@ -137,12 +137,7 @@ def matched(
             reached = [values for values in at if values is not None]
             if len(reached) < len(runs):
                 not_reached.append(entry)
-            keys = sorted(set().union(*reached)) if reached else []
-            entries[entry] = {
-                "reached": len(reached),
-                "seeds": len(runs),
-                "values": {key: spread([values.get(key) for values in reached]) for key in keys},
-            }
+            entries[entry] = {"reached": len(reached), "seeds": len(runs), "values": seed_summary(reached)}
         out.append({"level": level, "entries": entries, "not_reached": not_reached})
     return {"levels": out}
 
