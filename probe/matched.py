@@ -15,7 +15,7 @@ Pure functions over probe results (probe.store readers, probe.compare's one comp
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,9 +78,9 @@ def with_rates(values: Mapping[str, float | None]) -> dict[str, float | None]:
     return out
 
 
-def budgets(values: Mapping) -> list[int]:
-    """The budgets k a point's classes are given at, ascending."""
-    return sorted({int(key.split("@")[1]) for key in values if key.startswith("P@")})
+def budgets(keys: Iterable[str]) -> list[int]:
+    """The budgets k a point's classes are given at (from its keys), ascending."""
+    return sorted({int(key.split("@")[1]) for key in keys if key.startswith("P@")})
 
 
 def nearest_point(points: Sequence[Mapping[str, float]], level: float) -> int:
@@ -211,14 +211,7 @@ def render_markdown(result: dict) -> str:
             for entry, e in top["entries"].items()
         ]
         lines += markdown_table(header, rows)
-        ks = sorted(
-            {
-                int(k.split("@")[1])
-                for e in top["entries"].values()
-                for k in e["values"]
-                if k.startswith("NSCR@")
-            }
-        )
+        ks = budgets({k for e in top["entries"].values() for k in e["values"]})  # with_rates: NSCR@k per P@k
         lines += ["", f"## NSCR at expected budget k, at gain {top['level']}", ""]
         rows = [
             [entry, *(cell(e["values"].get(f"NSCR@{k}")) for k in ks)] for entry, e in top["entries"].items()
