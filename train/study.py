@@ -252,15 +252,15 @@ def probe_base(run: Run, study_dir: Path) -> tuple[Path, Path]:
     config = run.config
     task_config, final_config = load_one_task_probe_recipe(config.probe_recipe, "train.study")
     base = run.model_args.model_name_or_path
-    task = make_task(task_config)
-    problems = task.problems()
-    task.close()
-    point_task, point_problems = first_problems(
-        task_config, config.probe_num_problems or len(problems), problems
-    )
-    point_config = dataclasses.replace(final_config, n=config.probe_n or final_config.n)
     trajectory_dir = store.probe_dir(store.study_base_dir(study_dir), 0)
-    if not store.is_finished(trajectory_dir):
+    if not store.is_finished(trajectory_dir):  # the tasks are built only to probe (a resume reads the dir)
+        task = make_task(task_config)
+        problems = task.problems()
+        task.close()
+        point_task, point_problems = first_problems(
+            task_config, config.probe_num_problems or len(problems), problems
+        )
+        point_config = dataclasses.replace(final_config, n=config.probe_n or final_config.n)
         model, tokenizer = load_model(base, point_config.dtype, point_config.device)
         try:  # the very probe the trainer's callback makes at step 0 (same model name, problems, seeds)
             probe_model(
