@@ -410,12 +410,17 @@ def final_probes(runs: list[Run], trajectories: dict, level: float | None) -> di
     return {run.name: store.final_probe_dir(run.directory, out[run.name][0]) for run in runs}
 
 
+def per_entry(config: StudyConfig, runs: list[Run], by_run: dict) -> dict[str, list]:
+    """entry -> its runs' values of `by_run` (run name -> value), in seed order."""
+    return {entry: [by_run[run.name] for run in runs if run.entry == entry] for entry in config.entries}
+
+
 def trajectories_and_level(
     config: StudyConfig, runs: list[Run], base_points
 ) -> tuple[dict, dict, float | None]:
     """(run name -> trajectory, entry -> its runs' trajectories, the final probes' pass@1 gain level)."""
     trajectories = {run.name: trajectory(base_points, store.load_run(run.directory)) for run in runs}
-    by_entry = {entry: [trajectories[r.name] for r in runs if r.entry == entry] for entry in config.entries}
+    by_entry = per_entry(config, runs, trajectories)
     top = reference_levels(by_entry, config.reference_entry, 1)
     return trajectories, by_entry, (top[0] if top else None)
 
@@ -430,13 +435,13 @@ def analyse(config: StudyConfig, runs: list[Run], base_dirs: tuple[Path, Path]) 
     base_again = store.load_probe(noise_dir)
     noise = {"sampling_seed": base_again.summary["seed"], **with_rates(point_values(base_final, base_again))}
     final = {}
-    for entry in config.entries:
+    for entry, directories in per_entry(config, runs, final_dirs).items():
         per_seed = []
-        for run in (r for r in runs if r.entry == entry):
-            values = point_values(base_final, store.load_probe(final_dirs[run.name]))
-            values["step"] = float(final_dirs[run.name].name.removeprefix(store.STEP_PREFIX))
-            per_seed.append(values)
-        final[entry] = seed_summary([with_rates(v) for v in per_seed])
+        for directory in directories:
+            values = point_values(base_final, store.load_probe(directory))
+            values["step"] = float(directory.name.removeprefix(store.STEP_PREFIX))
+            per_seed.append(with_rates(values))
+        final[entry] = seed_summary(per_seed)
     return {
         "study": Path(config.output_dir).name,
         "entries": {entry: overrides for entry, overrides in config.entries.items()},
@@ -618,7 +623,7 @@ def write_outputs(config: StudyConfig, runs: list[Run], study_dir: Path, result:
     store.write_atomic(study_dir / "study.md", markdown.encode())
     figure = save(
         figure_study(
-            {e: [result["trajectories"][r.name] for r in runs if r.entry == e] for e in config.entries},
+            per_entry(config, runs, result["trajectories"]),
             result["final"]["entries"],
             result["trajectory"]["n"],
             result["final"]["n"],
