@@ -205,14 +205,16 @@ class Task:
     def judge(self, problem: Problem, completion: str) -> Verdict:
         return self.judge_many(problem, [completion])[0]
 
+    def verify_many(self, problem: Problem, answers: list[str | None]) -> list[Verdict]:
+        """Verdicts of extracted answers, in order (a task whose scorer takes a batch overrides this)."""
+        return [self.verify(problem, answer) for answer in answers]
+
     def judge_many(self, problem: Problem, completions: list[str]) -> list[Verdict]:
-        """Verdicts in order; each distinct extracted answer is verified once."""
-        verdicts: dict[str | None, Verdict] = {}
+        """Verdicts in order; each distinct extracted answer is verified once (`verify_many`)."""
         answers = [self.extract(completion) for completion in completions]
-        for answer in answers:
-            if answer not in verdicts:
-                verdicts[answer] = self.verify(problem, answer)
-        return [verdicts[answer] for answer in answers]
+        distinct = list(dict.fromkeys(answers))
+        verdict_of = dict(zip(distinct, self.verify_many(problem, distinct), strict=True))
+        return [verdict_of[answer] for answer in answers]
 
     def answer_classes(self, problem: Problem, forms: Sequence[AnswerForm]) -> list[str]:
         """The class representative of each form: answers the task judges equal are one answer for the

@@ -118,13 +118,6 @@ class MathTask(_IsolatedTask):
                 representative[index] = forms[members[found]].answer
         return representative
 
-    def judge_many(self, problem: Problem, completions: list[str]) -> list[Verdict]:
-        """Verdicts in order; the problem's distinct answers are verified together (`verify_many`)."""
-        answers = [self.extract(completion) for completion in completions]
-        distinct = list(dict.fromkeys(answers))
-        verdict_of = dict(zip(distinct, self.verify_many(problem, distinct), strict=True))
-        return [verdict_of[answer] for answer in answers]
-
     def verify(self, problem: Problem, answer: str | None) -> Verdict:
         return self.verify_many(problem, [answer])[0]
 
