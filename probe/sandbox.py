@@ -460,30 +460,23 @@ def _math_answer(answer: str, timeout_seconds: int) -> tuple:
     return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=timeout_seconds))
 
 
-def _math_verify(gold: str, answer: str | None, timeout_seconds: int) -> dict:
-    """math-verify in the worker's main thread, where its signal-based timeouts work."""
+def _math_many(gold: str, answers: list[str], timeout_seconds: int) -> dict:
+    """math-verify of each answer against one gold, in one call (one round trip per problem), in the
+    worker's main thread, where its signal-based timeouts work."""
     from math_verify import verify  # why: worker only, as above
 
     parsed_gold = list(_math_gold(gold, timeout_seconds))
     if not parsed_gold:
-        return {"gold_ok": False, "answer": None, "correct": None}
-    if answer is None:
-        return {"gold_ok": True, "answer": None, "correct": False}
-    predicted = list(_math_answer(answer, timeout_seconds))
-    if not predicted:
-        return {"gold_ok": True, "answer": None, "correct": False}
-    correct = verify(parsed_gold, predicted, timeout_seconds=timeout_seconds)
-    return {"gold_ok": True, "answer": str(predicted[0]), "correct": bool(correct)}
-
-
-def _math_many(gold: str, answers: list[str], timeout_seconds: int) -> dict:
-    """`_math_verify` of each answer against one gold, in one call (one round trip per problem)."""
-    results = [_math_verify(gold, answer, timeout_seconds) for answer in answers]
-    gold_ok = bool(_math_gold(gold, timeout_seconds))
-    return {
-        "gold_ok": gold_ok,
-        "answers": [{"answer": r["answer"], "correct": r["correct"]} for r in results],
-    }
+        return {"gold_ok": False, "answers": [{"answer": None, "correct": None} for _ in answers]}
+    scored = []
+    for answer in answers:
+        predicted = list(_math_answer(answer, timeout_seconds))
+        if not predicted:
+            scored.append({"answer": None, "correct": False})
+            continue
+        correct = verify(parsed_gold, predicted, timeout_seconds=timeout_seconds)
+        scored.append({"answer": str(predicted[0]), "correct": bool(correct)})
+    return {"gold_ok": True, "answers": scored}
 
 
 def _math_classes(representatives: list[str], answers: list[str], timeout_seconds: int) -> list[int]:
@@ -510,7 +503,6 @@ def _math_classes(representatives: list[str], answers: list[str], timeout_second
 
 _HANDLERS = {
     "reasoning_gym": _score_reasoning_gym,
-    "math": _math_verify,
     "math_many": _math_many,
     "math_classes": _math_classes,
 }
