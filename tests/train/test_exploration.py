@@ -175,32 +175,10 @@ def _alternating(prompts, completions, problem_id, **kwargs):
 def _scored_batch(model_dir, tmp_path, **overrides):
     """A LeashGRPOTrainer's scored generation batch of two groups of 4 (problems 0 and 1), and the trainer."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
+    from tiny_trainer import tiny_trainer
 
-    from train.config import LeashGRPOConfig
-    from train.prorl import LeashGRPOTrainer
-
-    settings = dict(
-        output_dir=str(tmp_path / "run"),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        max_steps=1,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=6,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-    )
-    settings.update(overrides)
-    trainer = LeashGRPOTrainer(
-        model=str(model_dir),
-        reward_funcs=[_alternating],
-        args=LeashGRPOConfig(**settings),
-        train_dataset=Dataset.from_dict({"prompt": ["0=:", "1=:"], "problem_id": ["0", "1"]}),
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-    )
+    dataset = Dataset.from_dict({"prompt": ["0=:", "1=:"], "problem_id": ["0", "1"]})
+    trainer = tiny_trainer(model_dir, tmp_path, _alternating, dataset, **overrides)
     inputs = [{"prompt": f"{p}=:", "problem_id": str(p)} for p in (0, 1) for _ in range(4)]
     trainer.model.train()
     torch.manual_seed(0)

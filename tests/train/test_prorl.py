@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from tiny_trainer import tiny_trainer
 
-from train.config import LeashGRPOConfig
 from train.prorl import (
     LeashGRPOTrainer,
     ReferenceResetCallback,
@@ -98,35 +98,11 @@ def _even_uniform_odd_mixed(prompts, completions, problem_id, **kwargs):
 
 
 def _trainer(model_dir, tmp_path, **overrides) -> LeashGRPOTrainer:
-    from transformers import AutoTokenizer
-
-    settings = dict(
-        output_dir=str(tmp_path / "run"),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        learning_rate=1e-3,
-        max_steps=1,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=6,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-    )
-    settings.update(overrides)
-    args = LeashGRPOConfig(**settings)
     dataset = Dataset.from_dict(
         {"prompt": [f"{i}=:" for i in range(8)], "problem_id": [str(i) for i in range(8)]}
     )
-    return LeashGRPOTrainer(
-        model=str(model_dir),
-        reward_funcs=[_even_uniform_odd_mixed],
-        args=args,
-        train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-    )
+    settings = {"learning_rate": 1e-3, "logging_steps": 1, **overrides}
+    return tiny_trainer(model_dir, tmp_path, _even_uniform_odd_mixed, dataset, **settings)
 
 
 def test_dynamic_sampling_masks_exactly_the_uniform_groups(tiny_random_model, tmp_path):
