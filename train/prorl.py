@@ -157,6 +157,10 @@ class LeashGRPOTrainer(GRPOTrainer):
         )
         return self._last_rewards_per_func
 
+    def _last_rewards(self) -> torch.Tensor:
+        """(global rows,) weighted rewards of the batch scored last, NaN where unscorable."""
+        return weighted_rewards(self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device))
+
     def _generate_and_score_completions(self, inputs):
         # why: exploration options and dynamic sampling act on the scored generation batch, before TRL
         # splits it into steps.
@@ -176,9 +180,7 @@ class LeashGRPOTrainer(GRPOTrainer):
     def _exploration_advantages(self, output: dict) -> torch.Tensor:
         """(local rows,) advantages from the gathered rewards of the batch scored last."""
         args = self.args
-        rewards = weighted_rewards(
-            self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device)
-        )  # (global rows,)
+        rewards = self._last_rewards()  # (global rows,)
         logps = self._sequence_logps(output) if args.unlikeliness_beta > 0 else None  # (global rows,)
         advantages = exploration_advantages(
             rewards,
@@ -212,10 +214,8 @@ class LeashGRPOTrainer(GRPOTrainer):
 
     def _informative_rows(self) -> torch.Tensor:
         """(global rows,) bool for the batch scored last: False for rows of uniform-reward groups."""
-        rewards = weighted_rewards(
-            self._last_rewards_per_func, self.reward_weights.to(self.accelerator.device)
-        )
-        return ~uniform_groups(rewards, self.num_generations).repeat_interleave(self.num_generations)
+        uniform = uniform_groups(self._last_rewards(), self.num_generations)  # (groups,)
+        return ~uniform.repeat_interleave(self.num_generations)
 
     def _refill_inputs(self, round_index: int, local_size: int) -> list[dict]:
         """Fresh prompts for a refill round: the same draw on every rank (seeded by step and round)."""
