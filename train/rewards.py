@@ -43,7 +43,7 @@ def reward_name(task: Task | TaskSuite, kind: str) -> str:
     """`countdown_correct`, `reasoning_gym_countdown_format`, `suite_correct` (several domains), ...:
     safe as a W&B key segment."""
     suite = TaskSuite.of(task)
-    name = "suite" if len(suite.tasks) > 1 else suite.tasks[suite.domains[0]].name
+    name = "suite" if len(suite.tasks) > 1 else suite.name  # suite.name: the one task's name
     return f"{name.replace(':', '_')}_{kind}"
 
 
